@@ -1,0 +1,182 @@
+"""Benchmark W1: HivemindStrategy against plain Lightning, printed as JSON.
+
+    python bench/w1.py                      # baseline, 1, 2 and 4 peers with the strategy's defaults
+    python bench/w1.py --peers 2 --duration 40 --option matchmaking_time=2.0
+
+Every peer is its own process on 127.0.0.1 with one torch thread. Throughput counts the samples
+trained by all peers in the window where all of them run (after a warm-up), so start-up is excluded.
+The baseline (plain Lightning, one process, same workload) runs in the same session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def run_peer(args: argparse.Namespace) -> None:
+    import lightning.pytorch as pl
+    import numpy as np
+    import torch
+    from workload import TARGET_BATCH_SIZE, BatchClock, DigitsMLP, make_loader
+
+    from hiveling.core import HivemindStrategy
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # every peer starts from the same initialization
+    model = DigitsMLP()
+    clock = BatchClock(args.duration)
+    snapshots: dict[int, Any] = {}
+    step_times: dict[int, float] = {}
+    options = json.loads(args.options)
+
+    class Snapshots(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            strategy = trainer.strategy
+            assert isinstance(strategy, HivemindStrategy) and strategy.hivemind_optimizer is not None
+            hm = strategy.hivemind_optimizer
+
+            def record(opt: torch.optim.Optimizer, *_: Any) -> None:
+                epoch = int(hm.state_averager.local_epoch)
+                flat = torch.cat([p.detach().reshape(-1).cpu() for g in opt.param_groups for p in g["params"]])
+                snapshots[epoch] = flat.numpy().copy()
+                step_times[epoch] = time.time()
+
+            hm.opt.register_step_post_hook(record)
+
+    if args.peer_index < 0:
+        callbacks: list[pl.Callback] = [clock]
+        strategy: Any = "auto"
+    else:
+        callbacks = [clock, Snapshots()]
+        strategy = HivemindStrategy(
+            target_batch_size=TARGET_BATCH_SIZE,
+            run_id="w1",
+            initial_peers=args.initial_peers or None,
+            host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+            **options,
+        )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy=strategy,
+        max_epochs=-1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, make_loader(seed=max(args.peer_index, 0) + 1))
+    out = Path(args.out)
+    np.savez(out.with_suffix(".npz"), **{str(k): v for k, v in snapshots.items()})
+    out.write_text(json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times}))
+
+
+def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """n_peers == 0 runs the plain Lightning baseline."""
+    import numpy as np
+    from workload import IDEAL_PER_PEER, samples_in_window
+
+    bootstrap = None
+    initial_peers = ""
+    if n_peers > 0:
+        import hivemind
+
+        bootstrap = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+        initial_peers = ",".join(str(a) for a in bootstrap.get_visible_maddrs())
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    procs, outs = [], []
+    for index in range(max(n_peers, 1)):
+        out = workdir / f"peer{n_peers}_{index}.json"
+        outs.append(out)
+        cmd = [sys.executable, __file__, "peer", "--peer-index", str(index if n_peers else -1),
+               "--duration", str(duration), "--out", str(out), "--initial-peers", initial_peers,
+               "--options", json.dumps(options)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    errors = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=duration + 180)
+        if proc.returncode != 0:
+            errors.append(err.decode(errors="replace")[-2000:])
+    if bootstrap is not None:
+        bootstrap.shutdown()
+    if errors:
+        raise RuntimeError("peer failed:\n" + "\n".join(errors))
+
+    records = [json.loads(out.read_text()) for out in outs]
+    start = max(r["ends"][0] for r in records) + warmup
+    stop = min(r["ends"][-1] for r in records)
+    samples = sum(samples_in_window(r["ends"], r["sizes"], start, stop) for r in records)
+    throughput = samples / (stop - start)
+    result: dict[str, Any] = {
+        "peers": n_peers,
+        "window_s": round(stop - start, 2),
+        "samples_per_s": round(throughput, 1),
+        "share_of_ideal": round(throughput / (IDEAL_PER_PEER * max(n_peers, 1)), 3),
+    }
+    if n_peers > 0:
+        snaps = [dict(np.load(out.with_suffix(".npz"))) for out in outs]
+        common = sorted(set.intersection(*(set(s) for s in snaps)), key=int)
+        diffs = [max(float(np.abs(s[k] - snaps[0][k]).max()) for s in snaps[1:]) if n_peers > 1 else 0.0
+                 for k in common]
+        result["collaborative_steps"] = len(common)
+        result["max_param_diff"] = max(diffs) if diffs else None
+        result["steps_differing_over_1e-6"] = sum(d > 1e-6 for d in diffs)
+        times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
+        if len(times) > 1:
+            result["seconds_per_step"] = round((times[-1] - times[0]) / (len(times) - 1), 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    peer = sub.add_parser("peer")
+    peer.add_argument("--peer-index", type=int, required=True)
+    peer.add_argument("--duration", type=float, required=True)
+    peer.add_argument("--out", required=True)
+    peer.add_argument("--initial-peers", default="")
+    peer.add_argument("--options", default="{}")
+    parser.add_argument("--peers", type=int, action="append", help="peer counts to run (default 1, 2, 4)")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--option", action="append", default=[], help="strategy option as name=python_literal")
+    args = parser.parse_args()
+    if args.command == "peer":
+        run_peer(args)
+        return
+    options = {}
+    for item in args.option:
+        name, _, value = item.partition("=")
+        options[name] = ast.literal_eval(value)
+    results: dict[str, Any] = {"workload": "W1", "options": options, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        baseline = None if args.no_baseline else measure(0, args.duration, args.warmup, options, workdir)
+        if baseline:
+            results["baseline"] = baseline
+        for n in args.peers or [1, 2, 4]:
+            run = measure(n, args.duration, args.warmup, options, workdir)
+            if baseline:
+                run["ratio_to_baseline_per_peer"] = round(run["samples_per_s"] / n / baseline["samples_per_s"], 3)
+            results["runs"].append(run)
+            print(json.dumps(run), file=sys.stderr, flush=True)
+    results["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
