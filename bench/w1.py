@@ -40,6 +40,7 @@ def run_peer(args: argparse.Namespace) -> None:
     snapshots: dict[int, Any] = {}
     step_times: dict[int, float] = {}
     options = json.loads(args.options)
+    started = Path(args.out).with_suffix(".started")
 
     class Snapshots(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -52,6 +53,8 @@ def run_peer(args: argparse.Namespace) -> None:
                 flat = torch.cat([p.detach().reshape(-1).cpu() for g in opt.param_groups for p in g["params"]])
                 snapshots[epoch] = flat.numpy().copy()
                 step_times[epoch] = time.time()
+                if epoch >= 1 and not started.exists():
+                    started.write_text(str(epoch))
 
             hm.opt.register_step_post_hook(record)
 
@@ -105,6 +108,11 @@ def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any
                "--duration", str(duration), "--out", str(out), "--initial-peers", initial_peers,
                "--options", json.dumps(options)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        if index == 0 and n_peers > 1:
+            # Others join a running collaboration (as volunteers do) and download its state on arrival.
+            deadline = time.time() + 120
+            while not out.with_suffix(".started").exists() and procs[0].poll() is None and time.time() < deadline:
+                time.sleep(0.1)
     errors = []
     for proc in procs:
         _, err = proc.communicate(timeout=duration + 180)

@@ -364,6 +364,8 @@ class HivemindStrategy(Strategy):
     def _wrap_optimizer(self) -> None:
         import hivemind
 
+        from hiveling.core.optimizer import CollaborativeOptimizer
+
         assert self.dht is not None, "setup_environment() starts the DHT before setup()"
         optimizer = self.optimizers[0]
         if isinstance(optimizer, hivemind.Optimizer):
@@ -381,7 +383,7 @@ class HivemindStrategy(Strategy):
             kwargs.update(optimizer=optimizer)
         if scheduler is not None:
             kwargs["scheduler"] = lambda opt: rebind_scheduler(scheduler, opt)  # type: ignore[arg-type]
-        self._hivemind_optimizer = hivemind.Optimizer(
+        self._hivemind_optimizer = CollaborativeOptimizer(
             dht=self.dht,
             run_id=self.run_id,
             target_batch_size=self._target_batch_size,

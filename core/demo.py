@@ -1,0 +1,275 @@
+"""A local collaboration: two peers on 127.0.0.1 train one small classifier with HivemindStrategy.
+
+    python -m hiveling.core.demo [--steps 60] [--peers 2]
+
+Each peer is its own process, as on separate machines. The first peer starts the run; the others
+join through its address, download its state and train with it. The demo ends with whether the
+peers hold identical parameters at the last collaborative step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+
+
+@dataclass
+class PeerConfig:
+    """What one demo peer does; also the knobs the integration tests turn."""
+
+    steps: int = 60
+    linger_steps: int = 2
+    run_id: str = "hiveling_demo"
+    target_batch_size: int = 128
+    batch_size: int = 16
+    seed: int = 0
+    data_seed: int = 1
+    initial_peers: str | list[str] | None = None
+    strategy: dict[str, Any] = field(default_factory=dict)
+    precision: str = "32-true"
+    scheduler: bool = False
+    sleep: float = 0.05
+    checkpoint_dir: str | None = None
+    resume_from: str | None = None
+    fail_at_step: int | None = None
+
+
+def emit(event: dict[str, Any]) -> None:
+    """One JSON object per line on stdout."""
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def run_peer(config: PeerConfig) -> None:
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hiveling.core.strategy import HivemindStrategy
+
+    torch.set_num_threads(1)
+    torch.manual_seed(config.seed)
+
+    # A learnable task that needs no download: labels come from a fixed random "teacher" network.
+    teacher = torch.Generator().manual_seed(1234)
+    features = torch.randn(4096, 32, generator=teacher)
+    projection = torch.randn(32, 8, generator=teacher)
+    labels = (features @ projection).argmax(dim=1)
+    loader = DataLoader(
+        TensorDataset(features, labels),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.data_seed),
+    )
+
+    class Classifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = nn.functional.cross_entropy(self.net(x), y)
+            self.log("loss", loss, on_step=True, prog_bar=False)
+            if config.sleep:
+                time.sleep(config.sleep)  # stands for accelerator time, so peers share the work
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.Adam(self.parameters(), lr=3e-3)
+            if not config.scheduler:
+                return optimizer
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + step))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    strategy = HivemindStrategy(
+        target_batch_size=config.target_batch_size,
+        run_id=config.run_id,
+        initial_peers=config.initial_peers,
+        **{"host_maddrs": [LOOPBACK], "matchmaking_time": 2.0, "averaging_timeout": 10.0, **config.strategy},
+    )
+
+    class Reporter(pl.Callback):
+        """Reports every collaborative step: parameters right after the optimizer applied it, and loss."""
+
+        def __init__(self) -> None:
+            self.last_loss = math.nan
+            self.reported_join = False
+
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            optimizer = strategy.hivemind_optimizer
+            assert optimizer is not None
+            emit({"type": "joined", "addresses": strategy.join_addresses(), "step": strategy.collaborative_step})
+            optimizer.opt.register_step_post_hook(self.on_optimizer_step)
+
+        def on_optimizer_step(self, opt: torch.optim.Optimizer, *_: Any) -> None:
+            optimizer = strategy.hivemind_optimizer
+            assert optimizer is not None
+            params = torch.cat([p.detach().reshape(-1).float().cpu() for g in opt.param_groups for p in g["params"]])
+            scheduler = optimizer.state_averager.scheduler
+            emit(
+                {
+                    "type": "step",
+                    "step": int(optimizer.state_averager.local_epoch),
+                    "params": params.tolist(),
+                    "lr": float(opt.param_groups[0]["lr"]),
+                    "scheduler_steps": None if scheduler is None else int(scheduler._step_count),
+                    "peers": int(optimizer.tracker.global_progress.num_peers),
+                    "loss": self.last_loss,
+                }
+            )
+
+        def on_train_batch_end(
+            self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.last_loss = float(loss)
+            step = strategy.collaborative_step
+            if config.fail_at_step is not None and step >= config.fail_at_step:
+                raise RuntimeError(f"demo peer failing on purpose at step {step}")
+            if step >= config.steps + config.linger_steps:
+                trainer.should_stop = True
+
+    callbacks: list[pl.Callback] = [Reporter()]
+    if config.checkpoint_dir:
+        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=config.checkpoint_dir, save_last=True))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        strategy=strategy,
+        precision=config.precision,  # type: ignore[arg-type]
+        max_epochs=-1,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=bool(config.checkpoint_dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Classifier(), loader, ckpt_path=config.resume_from)
+    emit({"type": "done", "step": strategy.collaborative_step})
+
+
+class PeerProcess:
+    """A demo peer as a child process; its stderr is drained into a ring buffer for error reports."""
+
+    def __init__(self, config: PeerConfig) -> None:
+        cmd = [sys.executable, "-m", "hiveling.core.demo", "peer", json.dumps(config.__dict__)]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_tail.append(line)
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                yield json.loads(line)
+
+    def tail(self) -> str:
+        self._drain.join(timeout=5)
+        return "".join(self.stderr_tail)
+
+    def stop(self, timeout: float = 20) -> int:
+        """Wait for the peer to exit; terminate, then kill, if it does not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+
+
+def run_demo(peers: int, steps: int) -> int:
+    print(f"Starting a local collaboration: {peers} peers on 127.0.0.1, {steps} collaborative steps.", flush=True)
+    first = PeerProcess(PeerConfig(steps=steps, data_seed=1))
+    procs = [first]
+    params: dict[int, dict[int, list[float]]] = {index: {} for index in range(peers)}
+    first_events = first.events()
+    try:
+        joined = next((e for e in first_events if e["type"] == "joined"), None)
+        if joined is None:
+            print(f"The first peer failed to start:\n{first.tail()}")
+            return 1
+        address = joined["addresses"][0]
+        print(f"Peer 1 started the run at {address}", flush=True)
+        for index in range(1, peers):
+            procs.append(PeerProcess(PeerConfig(steps=steps, data_seed=index + 1, initial_peers=address)))
+
+        def follow(index: int, events: Iterator[dict[str, Any]]) -> None:
+            for event in events:
+                if event["type"] == "step":
+                    params[index][event["step"]] = event["params"]
+                    if index == 0 or event["step"] % 5 == 0:
+                        print(
+                            f"peer {index + 1}: step {event['step']:3d}  loss {event['loss']:.3f}  "
+                            f"peers {event['peers']}",
+                            flush=True,
+                        )
+                elif event["type"] == "joined" and index > 0:
+                    print(f"Peer {index + 1} joined at step {event['step']}", flush=True)
+
+        threads = [threading.Thread(target=follow, args=(0, first_events))]
+        threads += [threading.Thread(target=follow, args=(i, p.events())) for i, p in enumerate(procs) if i > 0]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        codes = [peer.stop() for peer in procs]
+    failed = [i for i, code in enumerate(codes) if code != 0]
+    if failed:
+        print(f"Peer {failed[0] + 1} failed:\n{procs[failed[0]].tail()}")
+        return 1
+    common = set.intersection(*(set(steps_seen) for steps_seen in params.values()))
+    if not common:
+        print("The peers never reached a common collaborative step: the later ones did not join in time.")
+        return 1
+    last = max(common)
+    finals = [params[index][last] for index in range(peers)]
+    diff = max(max(abs(a - b) for a, b in zip(finals[0], other, strict=True)) for other in finals[1:])
+    verdict = "identical parameters" if diff <= 1e-6 else "DIFFERENT parameters"
+    print(f"All {peers} peers reached collaborative step {last} with {verdict} (max difference {diff:.1e}).")
+    return 0 if diff <= 1e-6 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hiveling.core.demo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    peer = sub.add_parser("peer", help="run one peer (used by the demo itself)")
+    peer.add_argument("config", help="PeerConfig as JSON")
+    parser.add_argument("--peers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args(argv)
+    if args.command == "peer":
+        run_peer(PeerConfig(**json.loads(args.config)))
+        return 0
+    if args.peers < 2 or args.steps < 1:
+        parser.error("--peers must be at least 2 and --steps at least 1")
+    return run_demo(args.peers, args.steps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
