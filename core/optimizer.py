@@ -9,6 +9,7 @@ look for groups at all.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hivemind
@@ -57,6 +58,17 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
             self.local_progress.dict(), get_dht_time() + self.metadata_expiration
         )
         return super()._parse_swarm_progress_data(records)
+
+    def run(self) -> None:
+        # hivemind's run() leaves its event loop's executor threads alive after shutdown.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(asyncio.gather(self._progress_reporter(), self._progress_fetcher()))
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            self.shutdown_complete.set()
 
 
 class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]

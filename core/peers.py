@@ -89,9 +89,7 @@ def _reachability(addr: str) -> int | None:
         return None
     if ip.is_loopback:
         return 2
-    if ip.is_private or ip.is_link_local:
-        return 1
-    return 0
+    return 0 if ip.is_global else 1
 
 
 def rank_join_addresses(addrs: Iterable[str]) -> list[str]:

@@ -1,0 +1,114 @@
+"""Fixtures shared by every test: no leaked processes, no leaked threads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+# Singletons that libraries start once per process and keep until exit, by design.
+PROCESS_LIFETIME_THREADS = {"hivemind.utils.mpfuture.BACKEND"}
+
+
+def is_process_lifetime(thread: threading.Thread) -> bool:
+    target = getattr(thread, "_target", None)
+    owner = type(getattr(target, "__self__", None)).__name__
+    # multiprocessing's resource sharer serves file descriptors of shared tensors until exit.
+    return thread.name in PROCESS_LIFETIME_THREADS or owner == "_ResourceSharer"
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every living descendant of ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def p2pd_processes() -> set[int]:
+    """Every p2pd daemon on the machine (an orphaned one is no longer our descendant)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "p2pd":
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
+def wait_until(condition: object, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return bool(condition())  # type: ignore[operator]
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves child processes, p2pd daemons or threads behind; kill the processes."""
+    before_children = descendants(os.getpid())
+    before_p2pd = p2pd_processes()
+    before_threads = {t.ident for t in threading.enumerate()}
+    yield
+    leaked: set[int] = set()
+
+    def settled() -> bool:
+        nonlocal leaked
+        leaked = (descendants(os.getpid()) - before_children) | (p2pd_processes() - before_p2pd)
+        # torch starts one shared-memory manager per process on first use and keeps it by design.
+        leaked = {pid for pid in leaked if not _cmdline(pid).startswith("torch_shm_manager")}
+        return not leaked
+
+    if not wait_until(settled, timeout=15):
+        names = {pid: _cmdline(pid) for pid in leaked}
+        for pid in leaked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pytest.fail(f"test leaked processes: {names}")
+    new_threads: list[threading.Thread] = []
+
+    def threads_done() -> bool:
+        nonlocal new_threads
+        new_threads = [
+            t
+            for t in threading.enumerate()
+            if t.ident not in before_threads and t.is_alive() and not is_process_lifetime(t)
+        ]
+        return not new_threads
+
+    assert wait_until(threads_done, timeout=10), f"test leaked threads: {[t.name for t in new_threads]}"
