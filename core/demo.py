@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +45,7 @@ class PeerConfig:
     checkpoint_dir: str | None = None
     resume_from: str | None = None
     fail_at_step: int | None = None
+    grad_compression: str | None = None
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -95,11 +98,19 @@ def run_peer(config: PeerConfig) -> None:
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + step))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    options: dict[str, Any] = {"host_maddrs": [LOOPBACK], "matchmaking_time": 2.0, "averaging_timeout": 10.0}
+    options.update(config.strategy)
+    if config.grad_compression is not None:
+        from hivemind.compression import Float16Compression, Uniform8BitQuantization
+
+        options["grad_compression"] = {"fp16": Float16Compression, "8bit": Uniform8BitQuantization}[
+            config.grad_compression
+        ]()
     strategy = HivemindStrategy(
         target_batch_size=config.target_batch_size,
         run_id=config.run_id,
         initial_peers=config.initial_peers,
-        **{"host_maddrs": [LOOPBACK], "matchmaking_time": 2.0, "averaging_timeout": 10.0, **config.strategy},
+        **options,
     )
 
     class Reporter(pl.Callback):
@@ -165,12 +176,17 @@ def run_peer(config: PeerConfig) -> None:
 class PeerProcess:
     """A demo peer as a child process; its stderr is drained into a ring buffer for error reports."""
 
-    def __init__(self, config: PeerConfig) -> None:
+    def __init__(self, config: PeerConfig, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "hiveling.core.demo", "peer", json.dumps(config.__dict__)]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
-        self.stderr_tail: deque[str] = deque(maxlen=20)
+        self.stderr_tail: deque[str] = deque(maxlen=60)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
 
@@ -190,16 +206,21 @@ class PeerProcess:
         return "".join(self.stderr_tail)
 
     def stop(self, timeout: float = 20) -> int:
-        """Wait for the peer to exit; terminate, then kill, if it does not."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
+        """Wait for the peer to exit; terminate, then kill, its whole process group if it does not."""
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
             try:
-                return self.proc.wait(timeout=10)
+                code = self.proc.wait(timeout=timeout if sig is None else 10)
+                break
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return self.proc.wait()
+                continue
+        else:
+            code = self.proc.wait()
+        return code
 
 
 def run_demo(peers: int, steps: int) -> int:

@@ -65,6 +65,10 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(asyncio.gather(self._progress_reporter(), self._progress_fetcher()))
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()

@@ -1,0 +1,108 @@
+"""Real peers, each its own process on 127.0.0.1, training together through HivemindStrategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from hiveling.core.demo import PeerConfig
+
+from .conftest import Peer, max_difference
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+StartPeer = Callable[..., Peer]
+
+
+def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_catches_up(
+    start_peer: StartPeer, run_id: str
+) -> None:
+    steps = 60
+    first = start_peer(PeerConfig(run_id=run_id, steps=steps, data_seed=1))
+    address = first.address()
+    second = start_peer(PeerConfig(run_id=run_id, steps=steps, data_seed=2), env={"INITIAL_PEERS": address})
+    second.wait_for(lambda e: e["type"] == "step")
+    late = start_peer(PeerConfig(run_id=run_id, steps=steps, data_seed=3, initial_peers=address))
+    peers = [first, second, late]
+    assert [peer.finish() for peer in peers] == [0, 0, 0]
+
+    history = [peer.steps() for peer in peers]
+    assert all(steps in h for h in history), "every peer reaches the final collaborative step"
+    late_first = min(history[2])
+    assert late_first > 5, "the late peer started from the collaboration's step, not from scratch"
+    assert max(e["peers"] for e in history[2].values()) == 3
+    for step in range(late_first + 1, steps + 1):
+        reference = history[0][step]["params"]
+        for other in history[1:]:
+            assert max_difference(reference, other[step]["params"]) <= 1e-6, f"parameters differ at step {step}"
+    # Collaboration trained the model: the loss went down.
+    assert history[0][steps]["loss"] < history[0][1]["loss"]
+
+
+def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_step(
+    start_peer: StartPeer, run_id: str
+) -> None:
+    # delay_optimizer_step makes hivemind re-create the optimizer: the schedule must follow it.
+    options = {"delay_optimizer_step": True, "offload_optimizer": True}
+    config = PeerConfig(run_id=run_id, steps=25, scheduler=True, strategy=options)
+    first = start_peer(config)
+    second = start_peer(
+        PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": [first.address()]})
+    )
+    assert [first.finish(), second.finish()] == [0, 0]
+    for peer in (first, second):
+        history = peer.steps()
+        assert 25 in history
+        for step, event in history.items():
+            # Read right after the optimizer step of `step`: the scheduler has advanced once per earlier step.
+            assert event["scheduler_steps"] == step
+            assert event["lr"] == pytest.approx(3e-3 / step)
+    assert max(e["peers"] for e in second.steps().values()) == 2
+
+
+@pytest.mark.parametrize("compression", ["fp16", "8bit"])
+def test_two_peers_train_with_gradient_compression(start_peer: StartPeer, run_id: str, compression: str) -> None:
+    config = PeerConfig(run_id=run_id, steps=25, grad_compression=compression)
+    first = start_peer(config)
+    second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": first.address()}))
+    assert [first.finish(), second.finish()] == [0, 0]
+    a, b = first.steps(), second.steps()
+    together = [step for step in sorted(set(a) & set(b)) if a[step]["peers"] == 2]
+    assert len(together) >= 5, "the peers averaged compressed gradients together"
+    # Compressed averages differ slightly per peer; they must stay close, not drift apart.
+    assert max_difference(a[25]["params"], b[25]["params"]) < 1e-2
+    assert a[25]["loss"] < a[1]["loss"]
+
+
+def test_the_collaborative_step_survives_a_restart_from_a_checkpoint(
+    start_peer: StartPeer, run_id: str, tmp_path: object
+) -> None:
+    checkpoints = f"{tmp_path}/checkpoints"
+    first = start_peer(PeerConfig(run_id=run_id, steps=8, checkpoint_dir=checkpoints, sleep=0.0))
+    assert first.finish() == 0
+    last = max(first.steps())
+    resumed = start_peer(
+        PeerConfig(run_id=run_id, steps=last + 3, resume_from=f"{checkpoints}/last.ckpt", sleep=0.0)
+    )
+    assert resumed.finish() == 0
+    assert min(resumed.steps()) == last + 1, "training resumed at the next collaborative step"
+
+
+def test_a_failing_peer_exits_with_its_error_and_leaves_nothing_running(start_peer: StartPeer, run_id: str) -> None:
+    peer = start_peer(PeerConfig(run_id=run_id, steps=10, fail_at_step=2, sleep=0.0))
+    assert peer.finish() != 0
+    assert "failing on purpose" in peer.process.tail()
+    # The autouse no_leaks fixture checks that no p2pd daemon or averager outlived the peer.
+
+
+@pytest.mark.parametrize(
+    ("precision", "options"),
+    [("bf16-mixed", {}), ("16-mixed", {}), ("16-mixed", {"reuse_grad_buffers": True})],
+)
+def test_mixed_precision_trains(start_peer: StartPeer, run_id: str, precision: str, options: dict[str, bool]) -> None:
+    peer = start_peer(PeerConfig(run_id=run_id, steps=4, precision=precision, strategy=options, sleep=0.0))
+    assert peer.finish() == 0, peer.process.tail()
+    history = peer.steps()
+    assert 4 in history
+    assert all(abs(v) < 1e3 for v in history[4]["params"])
