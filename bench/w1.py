@@ -45,12 +45,15 @@ def run_peer(args: argparse.Namespace) -> None:
     class Snapshots(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             strategy = trainer.strategy
-            assert isinstance(strategy, HivemindStrategy) and strategy.hivemind_optimizer is not None
+            assert isinstance(strategy, HivemindStrategy)
+            assert strategy.hivemind_optimizer is not None
             hm = strategy.hivemind_optimizer
 
             def record(opt: torch.optim.Optimizer, *_: Any) -> None:
                 epoch = int(hm.state_averager.local_epoch)
-                flat = torch.cat([p.detach().reshape(-1).cpu() for g in opt.param_groups for p in g["params"]])
+                flat = torch.cat(
+                    [p.detach().reshape(-1).cpu() for g in opt.param_groups for p in g["params"]]
+                )
                 snapshots[epoch] = flat.numpy().copy()
                 step_times[epoch] = time.time()
                 if epoch >= 1 and not started.exists():
@@ -87,7 +90,9 @@ def run_peer(args: argparse.Namespace) -> None:
     out.write_text(json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times}))
 
 
-def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def measure(
+    n_peers: int, duration: float, warmup: float, options: dict[str, Any], workdir: Path
+) -> dict[str, Any]:
     """n_peers == 0 runs the plain Lightning baseline."""
     import numpy as np
     from workload import IDEAL_PER_PEER, samples_in_window
@@ -104,14 +109,30 @@ def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any
     for index in range(max(n_peers, 1)):
         out = workdir / f"peer{n_peers}_{index}.json"
         outs.append(out)
-        cmd = [sys.executable, __file__, "peer", "--peer-index", str(index if n_peers else -1),
-               "--duration", str(duration), "--out", str(out), "--initial-peers", initial_peers,
-               "--options", json.dumps(options)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "peer",
+            "--peer-index",
+            str(index if n_peers else -1),
+            "--duration",
+            str(duration),
+            "--out",
+            str(out),
+            "--initial-peers",
+            initial_peers,
+            "--options",
+            json.dumps(options),
+        ]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         if index == 0 and n_peers > 1:
             # Others join a running collaboration (as volunteers do) and download its state on arrival.
             deadline = time.time() + 120
-            while not out.with_suffix(".started").exists() and procs[0].poll() is None and time.time() < deadline:
+            while (
+                not out.with_suffix(".started").exists()
+                and procs[0].poll() is None
+                and time.time() < deadline
+            ):
                 time.sleep(0.1)
     errors = []
     for proc in procs:
@@ -137,8 +158,10 @@ def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any
     if n_peers > 0:
         snaps = [dict(np.load(out.with_suffix(".npz"))) for out in outs]
         common = sorted(set.intersection(*(set(s) for s in snaps)), key=int)
-        diffs = [max(float(np.abs(s[k] - snaps[0][k]).max()) for s in snaps[1:]) if n_peers > 1 else 0.0
-                 for k in common]
+        diffs = [
+            max(float(np.abs(s[k] - snaps[0][k]).max()) for s in snaps[1:]) if n_peers > 1 else 0.0
+            for k in common
+        ]
         result["collaborative_steps"] = len(common)
         result["max_param_diff"] = max(diffs) if diffs else None
         result["steps_differing_over_1e-6"] = sum(d > 1e-6 for d in diffs)
@@ -149,7 +172,9 @@ def measure(n_peers: int, duration: float, warmup: float, options: dict[str, Any
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command")
     peer = sub.add_parser("peer")
     peer.add_argument("--peer-index", type=int, required=True)
@@ -161,7 +186,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--option", action="append", default=[], help="strategy option as name=python_literal")
+    parser.add_argument(
+        "--option", action="append", default=[], help="strategy option as name=python_literal"
+    )
     args = parser.parse_args()
     if args.command == "peer":
         run_peer(args)
@@ -179,7 +206,9 @@ def main() -> None:
         for n in args.peers or [1, 2, 4]:
             run = measure(n, args.duration, args.warmup, options, workdir)
             if baseline:
-                run["ratio_to_baseline_per_peer"] = round(run["samples_per_s"] / n / baseline["samples_per_s"], 3)
+                run["ratio_to_baseline_per_peer"] = round(
+                    run["samples_per_s"] / n / baseline["samples_per_s"], 3
+                )
             results["runs"].append(run)
             print(json.dumps(run), file=sys.stderr, flush=True)
     results["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -31,14 +31,18 @@ def load_digits_dataset() -> TensorDataset:
 
 def make_loader(seed: int) -> DataLoader[Any]:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(load_digits_dataset(), batch_size=BATCH_SIZE, shuffle=True, drop_last=True, generator=generator)
+    return DataLoader(
+        load_digits_dataset(), batch_size=BATCH_SIZE, shuffle=True, drop_last=True, generator=generator
+    )
 
 
 class DigitsMLP(pl.LightningModule):
     def __init__(self, sleep: float = SLEEP_SECONDS) -> None:
         super().__init__()
         self.sleep = sleep
-        self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+        self.net = nn.Sequential(
+            nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -62,8 +66,9 @@ class BatchClock(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.time()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.ends.append(time.time())
         self.sizes.append(len(batch[0]))
         if self.ends[-1] - self._start >= self.duration:

@@ -41,7 +41,9 @@ class StepRate:
         elif step > self._last[0] and now > self._last[1]:
             rate = (step - self._last[0]) * samples_per_step / (now - self._last[1])
             first = self.samples_per_second == 0.0
-            self.samples_per_second = rate if first else self.alpha * rate + (1 - self.alpha) * self.samples_per_second
+            self.samples_per_second = (
+                rate if first else self.alpha * rate + (1 - self.alpha) * self.samples_per_second
+            )
             self._last = (step, now)
         return self.samples_per_second
 
@@ -78,7 +80,11 @@ class CollaborationMetrics(Callback):
         pl_module.log("hivemind/step", float(status.step), prog_bar=True, on_step=True, on_epoch=False)
         pl_module.log("hivemind/peers", float(status.peers), prog_bar=True, on_step=True, on_epoch=False)
         pl_module.log(
-            "hivemind/samples_per_second", status.samples_per_second, prog_bar=True, on_step=True, on_epoch=False
+            "hivemind/samples_per_second",
+            status.samples_per_second,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
         )
         pl_module.log(
             "hivemind/samples_accumulated", float(status.samples_accumulated), on_step=True, on_epoch=False

@@ -10,6 +10,7 @@ peers hold identical parameters at the last collaborative step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -123,13 +124,21 @@ def run_peer(config: PeerConfig) -> None:
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             optimizer = strategy.hivemind_optimizer
             assert optimizer is not None
-            emit({"type": "joined", "addresses": strategy.join_addresses(), "step": strategy.collaborative_step})
+            emit(
+                {
+                    "type": "joined",
+                    "addresses": strategy.join_addresses(),
+                    "step": strategy.collaborative_step,
+                }
+            )
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
 
         def on_optimizer_step(self, opt: torch.optim.Optimizer, *_: Any) -> None:
             optimizer = strategy.hivemind_optimizer
             assert optimizer is not None
-            params = torch.cat([p.detach().reshape(-1).float().cpu() for g in opt.param_groups for p in g["params"]])
+            params = torch.cat(
+                [p.detach().reshape(-1).float().cpu() for g in opt.param_groups for p in g["params"]]
+            )
             scheduler = optimizer.state_averager.scheduler
             emit(
                 {
@@ -209,10 +218,8 @@ class PeerProcess:
         """Wait for the peer to exit; terminate, then kill, its whole process group if it does not."""
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    pass
             try:
                 code = self.proc.wait(timeout=timeout if sig is None else 10)
                 break
@@ -224,7 +231,10 @@ class PeerProcess:
 
 
 def run_demo(peers: int, steps: int) -> int:
-    print(f"Starting a local collaboration: {peers} peers on 127.0.0.1, {steps} collaborative steps.", flush=True)
+    print(
+        f"Starting a local collaboration: {peers} peers on 127.0.0.1, {steps} collaborative steps.",
+        flush=True,
+    )
     first = PeerProcess(PeerConfig(steps=steps, data_seed=1))
     procs = [first]
     params: dict[int, dict[int, list[float]]] = {index: {} for index in range(peers)}
@@ -253,7 +263,9 @@ def run_demo(peers: int, steps: int) -> int:
                     print(f"Peer {index + 1} joined at step {event['step']}", flush=True)
 
         threads = [threading.Thread(target=follow, args=(0, first_events))]
-        threads += [threading.Thread(target=follow, args=(i, p.events())) for i, p in enumerate(procs) if i > 0]
+        threads += [
+            threading.Thread(target=follow, args=(i, p.events())) for i, p in enumerate(procs) if i > 0
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -36,12 +36,25 @@ class _GroupSizeMixin:
         self._matchmaking.target_group_size = size
 
 
-class SizedGradientAverager(_GroupSizeMixin, GradientAverager):
+class SizedGradientAverager(_GroupSizeMixin, GradientAverager):  # type: ignore[misc]
     pass
 
 
-class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):
+class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):  # type: ignore[misc]
     pass
+
+
+def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
+    """Whether a peer that averaged with ``group`` keeps its state when ``expected`` peers were due.
+
+    When a round splits the swarm, exactly one side should keep its parameters and the others
+    download them: the strict majority, or among halves the one holding the smallest peer id.
+    """
+    if expected <= group:
+        return True
+    if 2 * len(group) != len(expected):
+        return 2 * len(group) > len(expected)
+    return min(expected) in group
 
 
 class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
@@ -52,12 +65,28 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
     estimate, the swarm looks one peer smaller (two peers do not even average) and steps come late.
     """
 
+    #: Peers whose last report is older than this are not expected in an averaging round.
+    active_within = 10.0
+    active_peer_ids: frozenset[bytes] = frozenset()
+
     def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:
         records = dict(metadata) if isinstance(metadata, dict) else {}
         records[self._local_public_key] = ValueWithExpiration(
             self.local_progress.dict(), get_dht_time() + self.metadata_expiration
         )
-        return super()._parse_swarm_progress_data(records)
+        progress = super()._parse_swarm_progress_data(records)
+        now = get_dht_time()
+        active = set()
+        for record in records.values():
+            value = getattr(record, "value", None)
+            if (
+                isinstance(value, dict)
+                and value.get("epoch") == progress.epoch
+                and now - float(value.get("time", 0.0)) < self.active_within
+            ):
+                active.add(bytes(value["peer_id"]))
+        self.active_peer_ids = frozenset(active)
+        return progress
 
     def run(self) -> None:
         # hivemind's run() leaves its event loop's executor threads alive after shutdown.
@@ -116,12 +145,37 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
         """Peers in the collaboration as the progress tracker last saw them, this one included."""
         return max(int(self.tracker.global_progress.num_peers), 1)
 
+    _resync_needed = False
+
     def step(self, *args: Any, **kwargs: Any) -> Any:
+        if self._resync_needed and self.num_peers > 1:
+            # Our last round did not include the reference side of the swarm: take its state as is,
+            # rather than drift apart by one differently averaged step after another.
+            self._resync_needed = False
+            self.load_state_from_peers()
         size = self.num_peers if self.num_peers > 1 else None
         for averager in (self.grad_averager, self.state_averager):
             if isinstance(averager, _GroupSizeMixin):
                 averager.set_target_group_size(size)
         return super().step(*args, **kwargs)
+
+    def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
+        super()._average_gradients_and_load_into_optimizer(maybe_step_control)
+        group = {self.dht.peer_id.to_bytes()}
+        if (
+            maybe_step_control is not None
+            and maybe_step_control.done()
+            and not maybe_step_control.cancelled()
+        ) and maybe_step_control.exception() is None:
+            group |= {peer.to_bytes() for peer in maybe_step_control.result()}
+        expected = set(self.tracker.active_peer_ids) | group
+        self._resync_needed = not is_reference_group(group, expected)
+
+    def _update_global_epoch(self, grad_scaler: Any) -> None:
+        super()._update_global_epoch(grad_scaler)
+        if not self._resync_needed and not self.client_mode and not self.delay_grad_averaging:
+            # Peers that must re-synchronize download from the highest priority: make that this side.
+            self.state_averager.state_sharing_priority = self.local_epoch + 0.5
 
     def _maybe_schedule_gradient_averaging(self) -> None:
         if self.num_peers > 1:

@@ -119,5 +119,7 @@ def format_join_hint(addrs: Sequence[str], argv: Sequence[str]) -> str:
         lines.append(f"    {INITIAL_PEERS_ENV}={shlex.quote(peers)} python your_script.py")
     lines.append(f'or pass HivemindStrategy(initial_peers="{peers}")')
     if all(_reachability(addr) == 2 for addr in addrs):
-        lines.append("(only a loopback address is known: other machines need host_maddrs on a reachable interface)")
+        lines.append(
+            "(only a loopback address is known: other machines need host_maddrs on a reachable interface)"
+        )
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def check_scheduler(scheduler: object) -> LRScheduler:
 
 
 def rebind_scheduler(scheduler: LRScheduler, optimizer: Optimizer) -> LRScheduler:
-    """Point ``scheduler`` at ``optimizer`` (hivemind may re-create the optimizer) without losing its schedule.
+    """Point ``scheduler`` at ``optimizer``, which hivemind may have re-created, keeping its schedule.
 
     The new optimizer already carries the current learning rates (its groups are copied from the
     old one), so chainable schedules continue where they were.

@@ -13,8 +13,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import Strategy, StrategyRegistry
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.data import extract_batch_size
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.optim import Optimizer
 from typing_extensions import override
 
@@ -239,7 +239,9 @@ class HivemindStrategy(Strategy):
         return obj
 
     @override
-    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False) -> torch.Tensor:
+    def all_gather(
+        self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False
+    ) -> torch.Tensor:
         return tensor
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ class HivemindStrategy(Strategy):
         self._wrap_optimizer()
         if self._optimizer_kwargs["reuse_grad_buffers"]:
             self._disable_zero_grad()
-        trainer.callbacks.append(CollaborationMetrics(self))
+        trainer.callbacks.append(CollaborationMetrics(self))  # type: ignore[attr-defined]
 
     @override
     def on_train_start(self) -> None:
@@ -337,8 +339,8 @@ class HivemindStrategy(Strategy):
         except Exception as e:
             if self._initial_peers:
                 raise RuntimeError(
-                    f"Could not join through {', '.join(self._initial_peers)}: {e}. Check that the address was "
-                    "copied whole and that the peer printing it is still running and reachable."
+                    f"Could not join through {', '.join(self._initial_peers)}: {e}. Check that the address "
+                    "was copied whole and that the peer printing it is still running and reachable."
                 ) from None
             raise RuntimeError(
                 f"Could not start hivemind networking ({e}); check host_maddrs and announce_maddrs."
@@ -373,7 +375,9 @@ class HivemindStrategy(Strategy):
             return
         scheduler = self.lr_scheduler_configs[0].scheduler if self.lr_scheduler_configs else None
         kwargs = dict(self._optimizer_kwargs)
-        recreate = kwargs["offload_optimizer"] or kwargs["delay_optimizer_step"] or kwargs["delay_grad_averaging"]
+        recreate = (
+            kwargs["offload_optimizer"] or kwargs["delay_optimizer_step"] or kwargs["delay_grad_averaging"]
+        )
         groups = [dict(group) for group in optimizer.param_groups]
         if recreate:
             # hivemind builds the optimizer over its own (offloaded) tensors; same class, groups and options.
@@ -382,7 +386,7 @@ class HivemindStrategy(Strategy):
         else:
             kwargs.update(optimizer=optimizer)
         if scheduler is not None:
-            kwargs["scheduler"] = lambda opt: rebind_scheduler(scheduler, opt)  # type: ignore[arg-type]
+            kwargs["scheduler"] = lambda opt: rebind_scheduler(scheduler, opt)
         self._hivemind_optimizer = CollaborativeOptimizer(
             dht=self.dht,
             run_id=self.run_id,
@@ -392,7 +396,7 @@ class HivemindStrategy(Strategy):
         )
         self.optimizers = [self._hivemind_optimizer]
         for config in self.lr_scheduler_configs:
-            config.scheduler = CollaborativeScheduler(config.scheduler)  # type: ignore[assignment]
+            config.scheduler = CollaborativeScheduler(config.scheduler)
 
     def _catch_up_with_peers(self) -> None:
         """Start from the collaboration's state rather than a fresh initialization, if one exists."""
@@ -438,7 +442,9 @@ def _resolve_target_batch_size(value: int | None) -> int:
                 f"TARGET_BATCH_SIZE must be a whole number of samples, got {raw!r}"
             ) from None
     if value <= 0:
-        raise MisconfigurationException(f"target_batch_size must be a positive number of samples, got {value}")
+        raise MisconfigurationException(
+            f"target_batch_size must be a positive number of samples, got {value}"
+        )
     return value
 
 

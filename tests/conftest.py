@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -10,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 
 # Singletons that libraries start once per process and keep until exit, by design.
 PROCESS_LIFETIME_THREADS = {"hivemind.utils.mpfuture.BACKEND"}
@@ -95,10 +95,8 @@ def no_leaks() -> Iterator[None]:
     if not wait_until(settled, timeout=15):
         names = {pid: _cmdline(pid) for pid in leaked}
         for pid in leaked:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         pytest.fail(f"test leaked processes: {names}")
     new_threads: list[threading.Thread] = []
 

@@ -27,7 +27,9 @@ def test_rebinding_keeps_the_schedule_on_a_recreated_optimizer() -> None:
     scheduler.step()
     assert old.param_groups[0]["lr"] == 0.25
     # hivemind re-creates the optimizer from copies of the groups, current lr included.
-    new = torch.optim.SGD([dict(group, params=[torch.nn.Parameter(torch.zeros(3))]) for group in old.param_groups])
+    new = torch.optim.SGD(
+        [dict(group, params=[torch.nn.Parameter(torch.zeros(3))]) for group in old.param_groups]
+    )
     rebind_scheduler(scheduler, new)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

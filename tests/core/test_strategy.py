@@ -62,7 +62,10 @@ def fit(model: pl.LightningModule, data: Any = None, **trainer_kwargs: Any) -> N
         ({"target_batch_size": 0}, "positive number of samples"),
         ({"target_batch_size": 8, "batch_size": -1}, "batch_size must be a positive"),
         ({"target_batch_size": 8, "delay_grad_averaging": True}, "needs delay_optimizer_step"),
-        ({"target_batch_size": 8, "use_local_updates": True, "reuse_grad_buffers": True}, "use_local_updates"),
+        (
+            {"target_batch_size": 8, "use_local_updates": True, "reuse_grad_buffers": True},
+            "use_local_updates",
+        ),
         ({"target_batch_size": 8, "average_state_every": 0}, "average_state_every"),
     ],
 )
@@ -71,7 +74,9 @@ def test_bad_arguments_are_refused_at_construction(kwargs: dict[str, Any], messa
         HivemindStrategy(**kwargs)
 
 
-def test_target_batch_size_is_required_and_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_batch_size_is_required_and_may_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("TARGET_BATCH_SIZE", raising=False)
     with pytest.raises(MisconfigurationException, match="needs target_batch_size"):
         HivemindStrategy()
@@ -142,6 +147,8 @@ def test_batches_without_tensors_need_an_explicit_batch_size() -> None:
 def test_unreachable_initial_peer_gives_a_clear_error() -> None:
     dead = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWDVZeK8SjCvAPKuULv7rsLBrWUuZDf94GYZJbToZXfNSz"
     strategy = HivemindStrategy(target_batch_size=8, host_maddrs=LOOPBACK, initial_peers=dead)
-    trainer = pl.Trainer(strategy=strategy, accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False)
+    trainer = pl.Trainer(
+        strategy=strategy, accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False
+    )
     with pytest.raises(RuntimeError, match="Could not join through"):
         trainer.fit(Tiny(), loader())

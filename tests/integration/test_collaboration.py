@@ -13,6 +13,7 @@ from .conftest import Peer, max_difference
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 StartPeer = Callable[..., Peer]
+SETTLE_STEPS = 6
 
 
 def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_catches_up(
@@ -32,10 +33,18 @@ def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_ca
     late_first = min(history[2])
     assert late_first > 5, "the late peer started from the collaboration's step, not from scratch"
     assert max(e["peers"] for e in history[2].values()) == 3
-    for step in range(late_first + 1, steps + 1):
+    # A joining peer's first round can close before the others see it; the side left out then downloads
+    # the state (skipping a step or two). From a few steps after the join, every step agrees.
+    settled = late_first + SETTLE_STEPS
+    assert all(step in h for h in history for step in range(settled, steps + 1)), (
+        "no step skipped once settled"
+    )
+    for step in range(settled, steps + 1):
         reference = history[0][step]["params"]
         for other in history[1:]:
-            assert max_difference(reference, other[step]["params"]) <= 1e-6, f"parameters differ at step {step}"
+            assert max_difference(reference, other[step]["params"]) <= 1e-6, (
+                f"parameters differ at step {step}"
+            )
     # Collaboration trained the model: the loss went down.
     assert history[0][steps]["loss"] < history[0][1]["loss"]
 
@@ -47,9 +56,7 @@ def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_st
     options = {"delay_optimizer_step": True, "offload_optimizer": True}
     config = PeerConfig(run_id=run_id, steps=25, scheduler=True, strategy=options)
     first = start_peer(config)
-    second = start_peer(
-        PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": [first.address()]})
-    )
+    second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": [first.address()]}))
     assert [first.finish(), second.finish()] == [0, 0]
     for peer in (first, second):
         history = peer.steps()
@@ -62,7 +69,9 @@ def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_st
 
 
 @pytest.mark.parametrize("compression", ["fp16", "8bit"])
-def test_two_peers_train_with_gradient_compression(start_peer: StartPeer, run_id: str, compression: str) -> None:
+def test_two_peers_train_with_gradient_compression(
+    start_peer: StartPeer, run_id: str, compression: str
+) -> None:
     config = PeerConfig(run_id=run_id, steps=25, grad_compression=compression)
     first = start_peer(config)
     second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": first.address()}))
@@ -89,7 +98,9 @@ def test_the_collaborative_step_survives_a_restart_from_a_checkpoint(
     assert min(resumed.steps()) == last + 1, "training resumed at the next collaborative step"
 
 
-def test_a_failing_peer_exits_with_its_error_and_leaves_nothing_running(start_peer: StartPeer, run_id: str) -> None:
+def test_a_failing_peer_exits_with_its_error_and_leaves_nothing_running(
+    start_peer: StartPeer, run_id: str
+) -> None:
     peer = start_peer(PeerConfig(run_id=run_id, steps=10, fail_at_step=2, sleep=0.0))
     assert peer.finish() != 0
     assert "failing on purpose" in peer.process.tail()
@@ -100,7 +111,9 @@ def test_a_failing_peer_exits_with_its_error_and_leaves_nothing_running(start_pe
     ("precision", "options"),
     [("bf16-mixed", {}), ("16-mixed", {}), ("16-mixed", {"reuse_grad_buffers": True})],
 )
-def test_mixed_precision_trains(start_peer: StartPeer, run_id: str, precision: str, options: dict[str, bool]) -> None:
+def test_mixed_precision_trains(
+    start_peer: StartPeer, run_id: str, precision: str, options: dict[str, bool]
+) -> None:
     peer = start_peer(PeerConfig(run_id=run_id, steps=4, precision=precision, strategy=options, sleep=0.0))
     assert peer.finish() == 0, peer.process.tail()
     history = peer.steps()
