@@ -10,6 +10,8 @@ look for groups at all.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 import hivemind
@@ -17,6 +19,11 @@ from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 from hivemind.utils import ValueWithExpiration, get_dht_time
+
+logger = logging.getLogger(__name__)
+
+_LOAD_ATTEMPTS = 5
+_LOAD_RETRY_SECONDS = 0.2
 
 
 class _GroupSizeMixin:
@@ -41,7 +48,29 @@ class SizedGradientAverager(_GroupSizeMixin, GradientAverager):  # type: ignore[
 
 
 class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):  # type: ignore[misc]
-    pass
+    """Serves its state labelled with the step whose update the parameters actually contain.
+
+    hivemind increments the epoch before the optimizer step runs (in a background executor), so a
+    peer downloading state in between gets the previous parameters under the new label and stays
+    one update apart from everyone while believing it is in sync.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.applied_epoch = int(self.local_epoch)
+        self.optimizer.register_step_post_hook(self._record_applied_epoch)
+
+    def _record_applied_epoch(self, *_: Any) -> None:
+        self.applied_epoch = int(self.local_epoch)
+
+    def get_current_state(self) -> Any:
+        with self.lock_optimizer:  # the optimizer step holds it: never serve a half-applied update
+            metadata, *rest = super().get_current_state()
+            return (dict(metadata, epoch=self.applied_epoch), *rest)
+
+    def load_state_from_peers(self, **kwargs: Any) -> None:
+        super().load_state_from_peers(**kwargs)
+        self.applied_epoch = int(self.local_epoch)
 
 
 def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
@@ -158,6 +187,23 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
             if isinstance(averager, _GroupSizeMixin):
                 averager.set_target_group_size(size)
         return super().step(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)  # from a checkpoint: the parameters hold that step's update
+        self.state_averager.applied_epoch = int(self.local_epoch)
+
+    def load_state_from_peers(self, **kwargs: Any) -> None:
+        """Download the swarm's state; retry briefly while the peers are still applying the current step.
+
+        hivemind relabels a state that is one step behind as current, which would leave this peer one
+        update apart from the others for good.
+        """
+        for _ in range(_LOAD_ATTEMPTS):
+            super().load_state_from_peers(**kwargs)
+            if self.state_averager.applied_epoch >= self.tracker.global_epoch:
+                return
+            time.sleep(_LOAD_RETRY_SECONDS)
+        logger.warning("Peers kept serving an older step than the swarm's; continuing from it")
 
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
         super()._average_gradients_and_load_into_optimizer(maybe_step_control)

@@ -71,7 +71,9 @@ class HivemindStrategy(Strategy):
             gradients for that step and re-synchronizes from peers).
         averager_opts: Extra keyword arguments for hivemind's averagers (e.g. ``request_timeout``).
         tracker_opts: Extra keyword arguments for hivemind's progress tracker.
-        delay_state_averaging: Average parameters and optimizer state in the background.
+        delay_state_averaging: Average parameters in the background. Defaults to
+            ``delay_optimizer_step`` (hivemind needs it then); otherwise off, because a late background
+            result overwrites the parameters of steps taken meanwhile.
         delay_optimizer_step: Run the optimizer step in the background (one step of staleness).
         delay_grad_averaging: Average gradients in the background while the next batches train.
             Requires ``delay_optimizer_step``.
@@ -80,8 +82,9 @@ class HivemindStrategy(Strategy):
         use_local_updates: Step the optimizer after every local batch and only average parameters.
         grad_compression: hivemind compression for gradients (e.g. ``Float16Compression()``).
         state_averaging_compression: hivemind compression for parameter/state averaging.
-        average_state_every: Average parameters every this many collaborative steps; a safety net
-            that re-aligns peers whose gradient averaging failed.
+        average_state_every: Average parameters every this many collaborative steps, a safety net
+            against slow numerical drift. Peers whose gradient round left them out of the majority
+            already re-synchronize by downloading the majority's state.
         load_state_timeout: Seconds to wait for another peer's state when catching up.
         verbose: Log hivemind's progress messages at INFO.
     """
@@ -105,7 +108,7 @@ class HivemindStrategy(Strategy):
         averaging_timeout: float = 30.0,
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
-        delay_state_averaging: bool = True,
+        delay_state_averaging: bool | None = None,
         delay_optimizer_step: bool = False,
         delay_grad_averaging: bool = False,
         offload_optimizer: bool = False,
@@ -113,7 +116,7 @@ class HivemindStrategy(Strategy):
         use_local_updates: bool = False,
         grad_compression: CompressionBase | None = None,
         state_averaging_compression: CompressionBase | None = None,
-        average_state_every: int = 1,
+        average_state_every: int = 100,
         load_state_timeout: float = 600.0,
         verbose: bool = False,
         accelerator: pl.accelerators.Accelerator | None = None,
@@ -135,6 +138,10 @@ class HivemindStrategy(Strategy):
                 "use_local_updates=True averages parameters, not gradients: "
                 "it cannot be combined with reuse_grad_buffers or delay_grad_averaging."
             )
+        if delay_state_averaging is None:
+            delay_state_averaging = delay_optimizer_step
+        if delay_optimizer_step and not delay_state_averaging:
+            raise ValueError("delay_optimizer_step=True needs delay_state_averaging=True (or left unset).")
         if average_state_every < 1:
             raise ValueError(f"average_state_every must be at least 1, got {average_state_every}")
         self.run_id = run_id

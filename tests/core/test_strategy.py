@@ -67,6 +67,10 @@ def fit(model: pl.LightningModule, data: Any = None, **trainer_kwargs: Any) -> N
             "use_local_updates",
         ),
         ({"target_batch_size": 8, "average_state_every": 0}, "average_state_every"),
+        (
+            {"target_batch_size": 8, "delay_optimizer_step": True, "delay_state_averaging": False},
+            "needs delay_state",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_at_construction(kwargs: dict[str, Any], message: str) -> None:
