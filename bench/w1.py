@@ -36,11 +36,13 @@ def run_peer(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)  # every peer starts from the same initialization
     model = DigitsMLP()
-    clock = BatchClock(args.duration)
+    started = Path(args.out).with_suffix(".started")
+    clock = BatchClock(
+        Path(args.stop_file), limit=args.duration + 300, started=started if args.peer_index < 0 else None
+    )
     snapshots: dict[int, Any] = {}
     step_times: dict[int, float] = {}
     options = json.loads(args.options)
-    started = Path(args.out).with_suffix(".started")
 
     class Snapshots(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -106,6 +108,7 @@ def measure(
         initial_peers = ",".join(str(a) for a in bootstrap.get_visible_maddrs())
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     procs, outs = [], []
+    stop_file = workdir / f"stop{n_peers}"
     for index in range(max(n_peers, 1)):
         out = workdir / f"peer{n_peers}_{index}.json"
         outs.append(out)
@@ -123,6 +126,8 @@ def measure(
             initial_peers,
             "--options",
             json.dumps(options),
+            "--stop-file",
+            str(stop_file),
         ]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         if index == 0 and n_peers > 1:
@@ -134,9 +139,21 @@ def measure(
                 and time.time() < deadline
             ):
                 time.sleep(0.1)
+    # Measure from when the last peer has taken part in a collaborative step (joins excluded)...
+    markers = [out.with_suffix(".started") for out in outs]
+    deadline = time.time() + 180
+    while (
+        not all(m.exists() for m in markers)
+        and all(p.poll() is None for p in procs)
+        and time.time() < deadline
+    ):
+        time.sleep(0.1)
+    window_start = time.time() + warmup
+    time.sleep(warmup + duration)
+    stop_file.write_text("stop")  # ...to when all of them are told to stop.
     errors = []
     for proc in procs:
-        _, err = proc.communicate(timeout=duration + 180)
+        _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
             errors.append(err.decode(errors="replace")[-2000:])
     if bootstrap is not None:
@@ -145,7 +162,7 @@ def measure(
         raise RuntimeError("peer failed:\n" + "\n".join(errors))
 
     records = [json.loads(out.read_text()) for out in outs]
-    start = max(r["ends"][0] for r in records) + warmup
+    start = window_start
     stop = min(r["ends"][-1] for r in records)
     samples = sum(samples_in_window(r["ends"], r["sizes"], start, stop) for r in records)
     throughput = samples / (stop - start)
@@ -182,9 +199,10 @@ def main() -> None:
     peer.add_argument("--out", required=True)
     peer.add_argument("--initial-peers", default="")
     peer.add_argument("--options", default="{}")
+    peer.add_argument("--stop-file", required=True)
     parser.add_argument("--peers", type=int, action="append", help="peer counts to run (default 1, 2, 4)")
-    parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds measured, all peers running")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds skipped once all peers joined")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
         "--option", action="append", default=[], help="strategy option as name=python_literal"

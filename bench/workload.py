@@ -7,6 +7,7 @@ accelerator time: the ideal is 640 samples/s per peer.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -55,10 +56,12 @@ class DigitsMLP(pl.LightningModule):
 
 
 class BatchClock(pl.Callback):
-    """Records when every training batch ends and stops training after ``duration`` seconds."""
+    """Records when every training batch ends; stops once ``stop_file`` exists (or after ``limit`` s)."""
 
-    def __init__(self, duration: float) -> None:
-        self.duration = duration
+    def __init__(self, stop_file: Path, limit: float, started: Path | None = None) -> None:
+        self.stop_file = stop_file
+        self.started = started
+        self.limit = limit
         self.ends: list[float] = []
         self.sizes: list[int] = []
         self._start = 0.0
@@ -71,7 +74,9 @@ class BatchClock(pl.Callback):
     ) -> None:
         self.ends.append(time.time())
         self.sizes.append(len(batch[0]))
-        if self.ends[-1] - self._start >= self.duration:
+        if self.started is not None and not self.started.exists():
+            self.started.write_text("first batch")
+        if self.stop_file.exists() or self.ends[-1] - self._start >= self.limit:
             trainer.should_stop = True
 
 

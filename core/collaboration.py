@@ -51,9 +51,13 @@ class StepRate:
 class CollaborationMetrics(Callback):
     """Logs the collaborative step, peers, collaboration samples/s and samples toward the target."""
 
+    #: Lightning's ``log`` costs about a millisecond a call: report on a new step or this often (seconds).
+    interval = 1.0
+
     def __init__(self, strategy: HivemindStrategy) -> None:
         self.strategy = strategy
         self.rate = StepRate()
+        self._last_report: tuple[int, float] = (-1, 0.0)
 
     def read(self) -> CollaborationStatus | None:
         optimizer = self.strategy.hivemind_optimizer
@@ -74,9 +78,16 @@ class CollaborationMetrics(Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        optimizer = self.strategy.hivemind_optimizer
+        now = time.monotonic()
+        if optimizer is None or (
+            int(optimizer.local_epoch) == self._last_report[0] and now - self._last_report[1] < self.interval
+        ):
+            return
         status = self.read()
         if status is None:
             return
+        self._last_report = (status.step, now)
         pl_module.log("hivemind/step", float(status.step), prog_bar=True, on_step=True, on_epoch=False)
         pl_module.log("hivemind/peers", float(status.peers), prog_bar=True, on_step=True, on_epoch=False)
         pl_module.log(

@@ -10,6 +10,8 @@ look for groups at all.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import time
 from typing import Any
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 _LOAD_ATTEMPTS = 5
 _LOAD_RETRY_SECONDS = 0.2
+_LEFT_ALONE_CHECK_SECONDS = 1.0
 
 
 class _GroupSizeMixin:
@@ -205,7 +208,33 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
             time.sleep(_LOAD_RETRY_SECONDS)
         logger.warning("Peers kept serving an older step than the swarm's; continuing from it")
 
+    def _others_still_training(self) -> bool:
+        """Ask the DHT directly (the tracker is paused during a step) whether another peer is still there.
+
+        A peer that leaves cleanly erases its progress record; one that died keeps it until it expires,
+        and then ``averaging_timeout`` bounds the wait.
+        """
+        found = self.dht.get(self.tracker.training_progress_key, latest=True)
+        records = found.value if found is not None and isinstance(found.value, dict) else {}
+        me = self.dht.peer_id.to_bytes()
+        return any(
+            isinstance(value, dict) and bytes(value.get("peer_id", b"")) != me
+            for value in (getattr(record, "value", None) for record in records.values())
+        )
+
+    def _wait_for_round(self, control: Any) -> None:
+        """Wait for an averaging round, but give up as soon as every other peer has left."""
+        deadline = time.monotonic() + (self.averaging_timeout or 0.0)
+        while not control.done() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError, concurrent.futures.TimeoutError):
+                control.result(timeout=_LEFT_ALONE_CHECK_SECONDS)
+            if not control.done() and not self._others_still_training():
+                logger.info("Every other peer left during the averaging round: continuing alone")
+                control.cancel()
+
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
+        if maybe_step_control is not None:
+            self._wait_for_round(maybe_step_control)
         super()._average_gradients_and_load_into_optimizer(maybe_step_control)
         group = {self.dht.peer_id.to_bytes()}
         if (
