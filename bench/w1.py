@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+JOIN_STEPS = 3
 sys.path.insert(0, str(HERE))
 
 
@@ -92,6 +93,13 @@ def run_peer(args: argparse.Namespace) -> None:
     out.write_text(json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times}))
 
 
+def read_cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def measure(
     n_peers: int, duration: float, warmup: float, options: dict[str, Any], workdir: Path
 ) -> dict[str, Any]:
@@ -149,7 +157,10 @@ def measure(
     ):
         time.sleep(0.1)
     window_start = time.time() + warmup
-    time.sleep(warmup + duration)
+    time.sleep(warmup)
+    cpu_before = read_cpu_times()
+    time.sleep(duration)
+    cpu_after = read_cpu_times()
     stop_file.write_text("stop")  # ...to when all of them are told to stop.
     errors = []
     for proc in procs:
@@ -166,8 +177,10 @@ def measure(
     stop = min(r["ends"][-1] for r in records)
     samples = sum(samples_in_window(r["ends"], r["sizes"], start, stop) for r in records)
     throughput = samples / (stop - start)
+    busy = (cpu_after[0] - cpu_before[0]) / max(cpu_after[1] - cpu_before[1], 1.0)
     result: dict[str, Any] = {
         "peers": n_peers,
+        "machine_cpu_busy": round(busy, 3),
         "window_s": round(stop - start, 2),
         "samples_per_s": round(throughput, 1),
         "share_of_ideal": round(throughput / (IDEAL_PER_PEER * max(n_peers, 1)), 3),
@@ -179,9 +192,11 @@ def measure(
             max(float(np.abs(s[k] - snaps[0][k]).max()) for s in snaps[1:]) if n_peers > 1 else 0.0
             for k in common
         ]
+        # The first common steps are the join itself (the newcomer downloads state mid-step).
+        settled = diffs[JOIN_STEPS:]
         result["collaborative_steps"] = len(common)
-        result["max_param_diff"] = max(diffs) if diffs else None
-        result["steps_differing_over_1e-6"] = sum(d > 1e-6 for d in diffs)
+        result["max_param_diff_after_join"] = max(settled) if settled else None
+        result["steps_differing_over_1e-6_after_join"] = sum(d > 1e-6 for d in settled)
         times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
         if len(times) > 1:
             result["seconds_per_step"] = round((times[-1] - times[0]) / (len(times) - 1), 3)
