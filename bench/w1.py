@@ -43,6 +43,7 @@ def run_peer(args: argparse.Namespace) -> None:
     )
     snapshots: dict[int, Any] = {}
     step_times: dict[int, float] = {}
+    blocked: list[tuple[float, float]] = []
     options = json.loads(args.options)
 
     class Snapshots(pl.Callback):
@@ -63,6 +64,16 @@ def run_peer(args: argparse.Namespace) -> None:
                     started.write_text(str(epoch))
 
             hm.opt.register_step_post_hook(record)
+            update_epoch = hm._update_global_epoch
+
+            def timed_update(*args: Any, **kwargs: Any) -> Any:
+                began = time.time()
+                try:
+                    return update_epoch(*args, **kwargs)
+                finally:
+                    blocked.append((began, time.time()))
+
+            hm._update_global_epoch = timed_update
 
     if args.peer_index < 0:
         callbacks: list[pl.Callback] = [clock]
@@ -90,7 +101,9 @@ def run_peer(args: argparse.Namespace) -> None:
     trainer.fit(model, make_loader(seed=max(args.peer_index, 0) + 1))
     out = Path(args.out)
     np.savez(out.with_suffix(".npz"), **{str(k): v for k, v in snapshots.items()})
-    out.write_text(json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times}))
+    out.write_text(
+        json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times, "blocked": blocked})
+    )
 
 
 def read_cpu_times() -> tuple[float, float]:
@@ -197,6 +210,13 @@ def measure(
         result["collaborative_steps"] = len(common)
         result["max_param_diff_after_join"] = max(settled) if settled else None
         result["steps_differing_over_1e-6_after_join"] = sum(d > 1e-6 for d in settled)
+        in_window = [[(b, e) for b, e in r["blocked"] if start <= b and e <= stop] for r in records]
+        blocked_s = [sum(e - b for b, e in spans) for spans in in_window]
+        # Share of each peer's time spent waiting in the collaborative step (averaging, optimizer step)
+        # rather than training; the rest is training plus per-batch overhead.
+        result["share_blocked_in_step"] = round(sum(blocked_s) / len(blocked_s) / (stop - start), 3)
+        rounds = sum(len(spans) for spans in in_window)
+        result["mean_blocked_per_step_s"] = round(sum(blocked_s) / max(rounds, 1), 3)
         times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
         if len(times) > 1:
             result["seconds_per_step"] = round((times[-1] - times[0]) / (len(times) - 1), 3)
