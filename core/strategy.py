@@ -212,7 +212,8 @@ class HivemindStrategy(Strategy):
         """This peer's addresses as other machines should use them, most reachable first."""
         if self.dht is None:
             return []
-        return [f"{addr}" for addr in rank_join_addresses(str(a) for a in self.dht.get_visible_maddrs())]
+        ranked: list[str] = rank_join_addresses(str(addr) for addr in self.dht.get_visible_maddrs())
+        return ranked
 
     # --- single-device plumbing ------------------------------------------------------------------
 
@@ -413,8 +414,8 @@ class HivemindStrategy(Strategy):
         if optimizer is None:
             return
         progress = optimizer.tracker.global_progress
-        if progress.num_peers > 0 and progress.epoch >= optimizer.local_epoch:
-            log.info("Downloading the collaboration's current state from %d peer(s)", progress.num_peers)
+        if progress.num_peers > 1 and progress.epoch >= optimizer.local_epoch:  # num_peers counts this one
+            log.info("Downloading the collaboration's current state from %d peer(s)", progress.num_peers - 1)
             optimizer.load_state_from_peers()
 
     def _use_hivemind_grad_scaler(self) -> None:

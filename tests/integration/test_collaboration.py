@@ -72,7 +72,7 @@ def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_st
 def test_two_peers_train_with_gradient_compression(
     start_peer: StartPeer, run_id: str, compression: str
 ) -> None:
-    config = PeerConfig(run_id=run_id, steps=25, grad_compression=compression)
+    config = PeerConfig(run_id=run_id, steps=40, grad_compression=compression)
     first = start_peer(config)
     second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": first.address()}))
     assert [first.finish(), second.finish()] == [0, 0]
@@ -80,8 +80,8 @@ def test_two_peers_train_with_gradient_compression(
     together = [step for step in sorted(set(a) & set(b)) if a[step]["peers"] == 2]
     assert len(together) >= 5, "the peers averaged compressed gradients together"
     # Compressed averages differ slightly per peer; they must stay close, not drift apart.
-    assert max_difference(a[25]["params"], b[25]["params"]) < 1e-2
-    assert a[25]["loss"] < a[1]["loss"]
+    assert max_difference(a[40]["params"], b[40]["params"]) < 1e-2
+    assert a[40]["loss"] < a[1]["loss"]
 
 
 def test_the_collaborative_step_survives_a_restart_from_a_checkpoint(
