@@ -47,6 +47,7 @@ class PeerConfig:
     resume_from: str | None = None
     fail_at_step: int | None = None
     grad_compression: str | None = None
+    perturb_at_step: int | None = None
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -158,6 +159,11 @@ def run_peer(config: PeerConfig) -> None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.last_loss = float(loss)
             step = strategy.collaborative_step
+            if config.perturb_at_step is not None and step >= config.perturb_at_step:
+                config.perturb_at_step = None  # once: simulate a peer whose parameters went astray
+                with torch.no_grad():
+                    for param in pl_module.parameters():
+                        param.add_(0.01)
             if config.fail_at_step is not None and step >= config.fail_at_step:
                 raise RuntimeError(f"demo peer failing on purpose at step {step}")
             if step >= config.steps + config.linger_steps:

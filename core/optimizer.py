@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import hivemind
+import torch
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 _LOAD_ATTEMPTS = 5
 _LOAD_RETRY_SECONDS = 0.2
 _LEFT_ALONE_CHECK_SECONDS = 1.0
+_FINGERPRINT_TOLERANCE = 1e-6
 
 
 class _GroupSizeMixin:
@@ -47,7 +49,29 @@ class _GroupSizeMixin:
 
 
 class SizedGradientAverager(_GroupSizeMixin, GradientAverager):  # type: ignore[misc]
-    pass
+    """Sends a fingerprint of this peer's parameters with every round, so peers can tell they differ."""
+
+    def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("gather", fingerprint(self.parameters))
+        return super().schedule_step(scheduled_time, **kwargs)
+
+
+def fingerprint(parameters: Any) -> tuple[float, float]:
+    """Sum and absolute sum of all parameters: equal across peers up to all-reduce rounding (~1e-8)."""
+    with torch.no_grad():
+        total = sum(float(p.detach().double().sum()) for p in parameters)
+        magnitude = sum(float(p.detach().double().abs().sum()) for p in parameters)
+    return total, magnitude
+
+
+def same_fingerprint(a: Any, b: Any) -> bool:
+    if not (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) == 2):
+        return True  # a peer that sent none (another client version) cannot be judged
+    scale = 1.0 + abs(float(a[1]))
+    return (
+        abs(float(a[0]) - float(b[0])) <= _FINGERPRINT_TOLERANCE * scale
+        and abs(float(a[1]) - float(b[1])) <= _FINGERPRINT_TOLERANCE * scale
+    )
 
 
 class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):  # type: ignore[misc]
@@ -74,6 +98,10 @@ class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):  # type: ignor
     def load_state_from_peers(self, **kwargs: Any) -> None:
         super().load_state_from_peers(**kwargs)
         self.applied_epoch = int(self.local_epoch)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.step_executor.shutdown(wait=True)  # hivemind never stops this executor's thread
 
 
 def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
@@ -236,15 +264,22 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
         if maybe_step_control is not None:
             self._wait_for_round(maybe_step_control)
         super()._average_gradients_and_load_into_optimizer(maybe_step_control)
-        group = {self.dht.peer_id.to_bytes()}
-        if (
-            maybe_step_control is not None
-            and maybe_step_control.done()
-            and not maybe_step_control.cancelled()
-        ) and maybe_step_control.exception() is None:
-            group |= {peer.to_bytes() for peer in maybe_step_control.result()}
+        me = self.dht.peer_id.to_bytes()
+        group = {me}
+        gathered: dict[bytes, Any] = {}
+        control = maybe_step_control
+        if control is not None and control.done() and not control.cancelled() and control.exception() is None:
+            gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
+            group |= set(gathered)
         expected = set(self.tracker.active_peer_ids) | group
-        self._resync_needed = not is_reference_group(group, expected)
+        keep = is_reference_group(group, expected)
+        if keep and me in gathered:
+            # Same group, different parameters (say, a round that half-failed earlier): the majority wins.
+            alike = {peer for peer, data in gathered.items() if same_fingerprint(data, gathered[me])}
+            keep = is_reference_group(alike, group)
+            if not keep:
+                logger.info("Parameters differ from the majority of the group: downloading their state")
+        self._resync_needed = not keep
 
     def _update_global_epoch(self, grad_scaler: Any) -> None:
         super()._update_global_epoch(grad_scaler)

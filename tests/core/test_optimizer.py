@@ -24,3 +24,17 @@ def test_exactly_one_side_of_a_split_round_keeps_its_state(
     group: set[bytes], expected: set[bytes], keeps: bool
 ) -> None:
     assert is_reference_group(group, expected) is keeps
+
+
+def test_fingerprints_ignore_rounding_but_catch_real_differences() -> None:
+    import torch
+
+    from hiveling.core.optimizer import fingerprint, same_fingerprint
+
+    params = [torch.linspace(-1, 1, 1000), torch.ones(10)]
+    base = fingerprint(params)
+    rounded = fingerprint([p + 1e-9 * torch.randn_like(p) for p in params])
+    astray = fingerprint([params[0] + 1e-3, params[1]])
+    assert same_fingerprint(base, rounded)
+    assert not same_fingerprint(base, astray)
+    assert same_fingerprint(base, None), "a peer that sends no fingerprint is not judged"

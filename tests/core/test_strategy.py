@@ -156,3 +156,35 @@ def test_unreachable_initial_peer_gives_a_clear_error() -> None:
     )
     with pytest.raises(RuntimeError, match="Could not join through"):
         trainer.fit(Tiny(), loader())
+
+
+def test_a_lone_peer_trains_reports_to_loggers_and_prints_how_to_join(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    strategy = HivemindStrategy(target_batch_size=8, host_maddrs=LOOPBACK, run_id="lone")
+    trainer = pl.Trainer(
+        strategy=strategy,
+        accelerator="cpu",
+        max_steps=12,
+        log_every_n_steps=1,
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with caplog.at_level("INFO"):
+        trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(48, 4)), batch_size=4))
+    assert strategy.dht is None, "networking is shut down after fit"
+    # 12 batches of 4 samples with a target of 8: one collaborative step every two batches.
+    with open(f"{trainer.logger.log_dir}/metrics.csv") as file:  # type: ignore[union-attr]
+        rows = list(csv.DictReader(file))
+    steps = [float(row["hivemind/step"]) for row in rows if row.get("hivemind/step")]
+    peers = {float(row["hivemind/peers"]) for row in rows if row.get("hivemind/peers")}
+    assert max(steps) >= 5
+    assert peers == {1.0}
+    hints = [r.getMessage() for r in caplog.records if "INITIAL_PEERS=/ip4/127.0.0.1/" in r.getMessage()]
+    assert len(hints) == 1

@@ -119,3 +119,19 @@ def test_mixed_precision_trains(
     history = peer.steps()
     assert 4 in history
     assert all(abs(v) < 1e3 for v in history[4]["params"])
+
+
+def test_a_peer_whose_parameters_went_astray_is_brought_back_in_line(
+    start_peer: StartPeer, run_id: str
+) -> None:
+    steps, perturb = 40, 25
+    first = start_peer(PeerConfig(run_id=run_id, steps=steps, perturb_at_step=perturb))
+    second = start_peer(PeerConfig(run_id=run_id, steps=steps, data_seed=2, initial_peers=first.address()))
+    assert [first.finish(), second.finish()] == [0, 0]
+    a, b = first.steps(), second.steps()
+    assert min(b) < perturb, "the second peer had joined before the perturbation"
+    assert max_difference(a[perturb + 1]["params"], b[perturb + 1]["params"]) > 1e-3
+    for step in range(perturb + SETTLE_STEPS, steps + 1):
+        assert max_difference(a[step]["params"], b[step]["params"]) <= 1e-6, (
+            f"parameters differ at step {step}"
+        )
