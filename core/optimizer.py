@@ -4,12 +4,12 @@ hivemind forms an averaging group by waiting for the whole ``matchmaking_time`` 
 reaches ``target_group_size``, which is fixed at start-up. Here the target follows the number of
 peers the progress tracker currently sees, so a group closes the moment every known peer has joined;
 ``matchmaking_time`` becomes an upper bound for when someone is missing. A peer that is alone does not
-look for groups at all.
+look for groups at all. Peers also stay identical rather than merely close: whoever a round left out
+of the majority, or whose parameters differ from its group's, downloads the majority's state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import logging
@@ -17,91 +17,22 @@ import time
 from typing import Any
 
 import hivemind
-import torch
-from hivemind.optim.grad_averager import GradientAverager
-from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
+from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
-from hivemind.utils import ValueWithExpiration, get_dht_time
+
+from hiveling.core.averagers import (
+    GroupSizeMixin,
+    SizedGradientAverager,
+    SizedStateAverager,
+    same_fingerprint,
+)
+from hiveling.core.tracker import SelfCountingTracker
 
 logger = logging.getLogger(__name__)
 
 _LOAD_ATTEMPTS = 5
 _LOAD_RETRY_SECONDS = 0.2
 _LEFT_ALONE_CHECK_SECONDS = 1.0
-_FINGERPRINT_TOLERANCE = 1e-6
-
-
-class _GroupSizeMixin:
-    """Lets the parent process change the averager's target group size in its background process."""
-
-    _outer_pipe: Any
-    _matchmaking: Any
-    _sent_group_size: int | None = None
-
-    def set_target_group_size(self, size: int | None) -> None:
-        if size != self._sent_group_size:
-            self._sent_group_size = size
-            # Commands on this pipe run in order, so the size applies to every step requested after it.
-            self._outer_pipe.send(("_apply_target_group_size", [size], {}))
-
-    async def _apply_target_group_size(self, size: int | None) -> None:
-        self._matchmaking.target_group_size = size
-
-
-class SizedGradientAverager(_GroupSizeMixin, GradientAverager):  # type: ignore[misc]
-    """Sends a fingerprint of this peer's parameters with every round, so peers can tell they differ."""
-
-    def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("gather", fingerprint(self.parameters))
-        return super().schedule_step(scheduled_time, **kwargs)
-
-
-def fingerprint(parameters: Any) -> tuple[float, float]:
-    """Sum and absolute sum of all parameters: equal across peers up to all-reduce rounding (~1e-8)."""
-    with torch.no_grad():
-        total = sum(float(p.detach().double().sum()) for p in parameters)
-        magnitude = sum(float(p.detach().double().abs().sum()) for p in parameters)
-    return total, magnitude
-
-
-def same_fingerprint(a: Any, b: Any) -> bool:
-    if not (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) == 2):
-        return True  # a peer that sent none (another client version) cannot be judged
-    scale = 1.0 + abs(float(a[1]))
-    return (
-        abs(float(a[0]) - float(b[0])) <= _FINGERPRINT_TOLERANCE * scale
-        and abs(float(a[1]) - float(b[1])) <= _FINGERPRINT_TOLERANCE * scale
-    )
-
-
-class SizedStateAverager(_GroupSizeMixin, TrainingStateAverager):  # type: ignore[misc]
-    """Serves its state labelled with the step whose update the parameters actually contain.
-
-    hivemind increments the epoch before the optimizer step runs (in a background executor), so a
-    peer downloading state in between gets the previous parameters under the new label and stays
-    one update apart from everyone while believing it is in sync.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.applied_epoch = int(self.local_epoch)
-        self.optimizer.register_step_post_hook(self._record_applied_epoch)
-
-    def _record_applied_epoch(self, *_: Any) -> None:
-        self.applied_epoch = int(self.local_epoch)
-
-    def get_current_state(self) -> Any:
-        with self.lock_optimizer:  # the optimizer step holds it: never serve a half-applied update
-            metadata, *rest = super().get_current_state()
-            return (dict(metadata, epoch=self.applied_epoch), *rest)
-
-    def load_state_from_peers(self, **kwargs: Any) -> None:
-        super().load_state_from_peers(**kwargs)
-        self.applied_epoch = int(self.local_epoch)
-
-    def shutdown(self) -> None:
-        super().shutdown()
-        self.step_executor.shutdown(wait=True)  # hivemind never stops this executor's thread
 
 
 def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
@@ -115,53 +46,6 @@ def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
     if 2 * len(group) != len(expected):
         return 2 * len(group) > len(expected)
     return min(expected) in group
-
-
-class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
-    """A progress tracker that always counts this peer's own, current progress.
-
-    hivemind stores a peer's progress on the DHT nodes nearest to the key, which in a swarm of two or
-    three nodes often excludes the peer itself; its own samples and speed then vanish from the
-    estimate, the swarm looks one peer smaller (two peers do not even average) and steps come late.
-    """
-
-    #: Peers whose last report is older than this are not expected in an averaging round.
-    active_within = 10.0
-    active_peer_ids: frozenset[bytes] = frozenset()
-
-    def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:
-        records = dict(metadata) if isinstance(metadata, dict) else {}
-        records[self._local_public_key] = ValueWithExpiration(
-            self.local_progress.dict(), get_dht_time() + self.metadata_expiration
-        )
-        progress = super()._parse_swarm_progress_data(records)
-        now = get_dht_time()
-        active = set()
-        for record in records.values():
-            value = getattr(record, "value", None)
-            if (
-                isinstance(value, dict)
-                and value.get("epoch") == progress.epoch
-                and now - float(value.get("time", 0.0)) < self.active_within
-            ):
-                active.add(bytes(value["peer_id"]))
-        self.active_peer_ids = frozenset(active)
-        return progress
-
-    def run(self) -> None:
-        # hivemind's run() leaves its event loop's executor threads alive after shutdown.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(asyncio.gather(self._progress_reporter(), self._progress_fetcher()))
-            leftovers = asyncio.all_tasks(loop)
-            for task in leftovers:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
-            self.shutdown_complete.set()
 
 
 class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
@@ -215,7 +99,7 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
             self.load_state_from_peers()
         size = self.num_peers if self.num_peers > 1 else None
         for averager in (self.grad_averager, self.state_averager):
-            if isinstance(averager, _GroupSizeMixin):
+            if isinstance(averager, GroupSizeMixin):
                 averager.set_target_group_size(size)
         return super().step(*args, **kwargs)
 
