@@ -273,7 +273,9 @@ class HivemindStrategy(Strategy):
         self._wrap_optimizer()
         if self._optimizer_kwargs["reuse_grad_buffers"]:
             self._disable_zero_grad()
-        trainer.callbacks.append(CollaborationMetrics(self))  # type: ignore[attr-defined]
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]
+        if not any(isinstance(c, CollaborationMetrics) and c.strategy is self for c in callbacks):
+            callbacks.append(CollaborationMetrics(self))  # once, also when fit() is called again
 
     @override
     def on_train_start(self) -> None:
