@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m hiveling.core.demo
+	$(PY) -m hiveling.core.trial
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

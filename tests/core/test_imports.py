@@ -11,7 +11,7 @@ PROBE = """
 import json, logging, sys
 import hiveling.core
 light = "torch" not in sys.modules and "hivemind" not in sys.modules
-import hiveling.core.strategy, hiveling.core.optimizer, hiveling.core.demo
+import hiveling.core.strategy, hiveling.core.optimizer, hiveling.core.trial
 print(json.dumps({"light": light, "root_handlers": len(logging.getLogger().handlers)}))
 """
 

@@ -1,6 +1,6 @@
 """A local collaboration: two peers on 127.0.0.1 train one small classifier with HivemindStrategy.
 
-    python -m hiveling.core.demo [--steps 60] [--peers 2]
+    python -m hiveling.core.trial [--steps 60] [--peers 2]
 
 Each peer is its own process, as on separate machines. The first peer starts the run; the others
 join through its address, download its state and train with it. The demo ends with whether the
@@ -192,7 +192,7 @@ class PeerProcess:
     """A demo peer as a child process; its stderr is drained into a ring buffer for error reports."""
 
     def __init__(self, config: PeerConfig, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "hiveling.core.demo", "peer", json.dumps(config.__dict__)]
+        cmd = [sys.executable, "-m", "hiveling.core.trial", "peer", json.dumps(config.__dict__)]
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -296,7 +296,9 @@ def run_demo(peers: int, steps: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hiveling.core.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hiveling.core.trial", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command")
     peer = sub.add_parser("peer", help="run one peer (used by the demo itself)")
     peer.add_argument("config", help="PeerConfig as JSON")

@@ -1,0 +1,90 @@
+"""The worker's event protocol: one JSON object per line on stdout, commands as JSON lines on stdin.
+
+Every event carries ``v`` (the protocol version) and ``type``. Readers ignore unknown types and
+unknown fields; the version changes only when a change would break an existing reader.
+
+Events (fields beyond ``v``/``type``/``time``):
+    hello     versions, peer_id, run_id, run_name, recipe, device, batch_size, addresses, role
+    state     state (one of STATES), reason (human text or null)
+    progress  step, peers, local_sps, collab_sps, samples_accumulated, target_batch_size,
+              eta_seconds, loss, session_samples, total_samples
+    log       level, message
+    error     code, message (one line that says how to fix it), fatal
+    bye       exit_code, reason
+Commands: {"cmd": "pause", "when": "now" | "step"}, {"cmd": "resume"}, {"cmd": "stop"}.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final, Literal
+
+PROTOCOL_VERSION: Final = 1
+EVENT_TYPES: Final = ("hello", "state", "progress", "log", "error", "bye")
+# "restarting" and "failed" come from the supervisor, the others from the worker.
+STATES: Final = (
+    "starting",
+    "connecting",
+    "training",
+    "pausing",
+    "paused",
+    "stopping",
+    "stopped",
+    "restarting",
+    "failed",
+)
+COMMANDS: Final = ("pause", "resume", "stop")
+PauseWhen = Literal["now", "step"]
+
+Event = dict[str, Any]
+
+
+def make_event(type_: str, **fields: Any) -> Event:
+    """An event dict ready for :func:`encode`."""
+    return {"v": PROTOCOL_VERSION, "type": type_, "time": round(time.time(), 3), **fields}
+
+
+def encode(event: Event) -> str:
+    """One line of JSON, newline included."""
+    return json.dumps(event, separators=(",", ":"), allow_nan=False, default=str) + "\n"
+
+
+def decode(line: str | bytes) -> Event | None:
+    """The event on ``line``, or None for anything that is not a JSON object with a string ``type``."""
+    try:
+        value = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        return None
+    return value
+
+
+def make_command(cmd: str, **fields: Any) -> str:
+    if cmd not in COMMANDS:
+        raise ValueError(f"unknown worker command {cmd!r}; expected one of {', '.join(COMMANDS)}")
+    return json.dumps({"cmd": cmd, **fields}) + "\n"
+
+
+def decode_command(line: str) -> dict[str, Any] | None:
+    """The command on ``line``, or None when it is not one the worker knows."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or value.get("cmd") not in COMMANDS:
+        return None
+    return value
+
+
+class LineReader:
+    """Turns chunks of a byte stream into events, keeping a partial last line for the next chunk."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        return [event for line in lines if (event := decode(line)) is not None]
