@@ -35,6 +35,11 @@ STATES: Final = (
     "failed",
 )
 COMMANDS: Final = ("pause", "resume", "stop")
+
+# Worker exit codes. The supervisor restarts a worker that crashed, never one that was given bad input.
+EXIT_OK: Final = 0
+EXIT_CRASH: Final = 1
+EXIT_BAD_INPUT: Final = 2
 PauseWhen = Literal["now", "step"]
 
 Event = dict[str, Any]

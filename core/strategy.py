@@ -408,7 +408,7 @@ class HivemindStrategy(Strategy):
         )
         self.optimizers = [self._hivemind_optimizer]
         for config in self.lr_scheduler_configs:
-            config.scheduler = CollaborativeScheduler(config.scheduler)
+            config.scheduler = CollaborativeScheduler(config.scheduler)  # type: ignore[assignment]
 
     def _catch_up_with_peers(self) -> None:
         """Start from the collaboration's state rather than a fresh initialization, if one exists."""

@@ -1,0 +1,43 @@
+"""What a worker trains: a run's description, from an invite (volunteers) or from the host's options."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    run_name: str
+    recipe: str
+    recipe_version: str
+    target_batch_size: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+    peers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "peers": list(self.peers)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunSpec:
+        return cls(
+            run_id=str(raw["run_id"]),
+            run_name=str(raw["run_name"]),
+            recipe=str(raw["recipe"]),
+            recipe_version=str(raw["recipe_version"]),
+            target_batch_size=int(raw["target_batch_size"]),
+            hparams=dict(raw.get("hparams") or {}),
+            peers=tuple(raw.get("peers") or ()),
+        )
+
+    @property
+    def dht_prefix(self) -> str:
+        """The key prefix peers of this run share in the DHT (hivemind's run_id)."""
+        return "hiveling_" + self.run_id
+
+
+def data_seed(peer_id: str) -> int:
+    """Each peer reads its own order of the data, stable across its restarts."""
+    return int.from_bytes(hashlib.sha256(peer_id.encode()).digest()[:4], "big")

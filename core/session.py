@@ -1,0 +1,287 @@
+"""One training session of the worker: a Lightning Trainer with HivemindStrategy, from start to pause or stop.
+
+The worker runs sessions one after another (a pause ends one, a resume starts the next); the model and
+the data stay in memory between them, the Trainer, the strategy and the network do not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from lightning.pytorch.callbacks import Callback
+
+from hiveling.core.collaboration import StepRate
+from hiveling.core.events import Event, make_event
+from hiveling.core.run import RunSpec
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from hiveling.core.strategy import HivemindStrategy
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["paused", "stopped", "finished"]
+
+
+class Controls:
+    """Requests from the command reader (another thread) to the training loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.pause_when: str | None = None
+        self.pause_from_step: int | None = None
+        self.stop_requested = False
+        self.resume_requested = False
+
+    def request_pause(self, when: str) -> None:
+        with self._lock:
+            self.pause_when = "now" if when == "now" or self.pause_when == "now" else "step"
+            self.resume_requested = False
+            self._lock.notify_all()
+
+    def request_resume(self) -> None:
+        with self._lock:
+            self.pause_when = None
+            self.pause_from_step = None
+            self.resume_requested = True
+            self._lock.notify_all()
+
+    def request_stop(self) -> None:
+        with self._lock:
+            self.stop_requested = True
+            self._lock.notify_all()
+
+    def wait_while_paused(self) -> bool:
+        """Blocks until resume or stop; True to resume."""
+        with self._lock:
+            while not (self.resume_requested or self.stop_requested):
+                self._lock.wait()
+            resume = not self.stop_requested
+            self.resume_requested = False
+            return resume
+
+
+@dataclass
+class SessionConfig:
+    spec: RunSpec
+    accelerator: str  # Lightning accelerator: "cpu", "cuda", "mps"
+    device_index: int | None
+    batch_size: int
+    precision: str
+    host_maddrs: list[str]
+    announce_maddrs: list[str] | None
+    identity_path: str
+    checkpoint_path: Path
+    checkpoint_every: int | None  # collaborative steps; None: only when the session ends
+    max_step: int | None  # stop once the collaboration reaches this step (bounded demo runs)
+    progress_interval: float = 2.0
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Totals:
+    """Samples this machine computed: this process and, with what was loaded at start, all time."""
+
+    session_samples: int = 0
+    previous_samples: int = 0
+    previous_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def total_samples(self) -> int:
+        return self.previous_samples + self.session_samples
+
+    @property
+    def total_seconds(self) -> float:
+        return self.previous_seconds + (time.monotonic() - self.started)
+
+
+Emit = Callable[[Event], None]
+
+
+def run_session(
+    config: SessionConfig,
+    module: pl.LightningModule,
+    loader: Any,
+    controls: Controls,
+    totals: Totals,
+    emit: Emit,
+    on_hello: Callable[[HivemindStrategy], None],
+) -> Outcome:
+    """Trains until paused, stopped or ``config.max_step``; checkpoints when it ends."""
+    import lightning.pytorch as pl
+
+    from hiveling.core.strategy import HivemindStrategy
+
+    strategy = HivemindStrategy(
+        target_batch_size=config.spec.target_batch_size,
+        run_id=config.spec.dht_prefix,
+        batch_size=config.batch_size,
+        initial_peers=list(config.spec.peers) or None,
+        host_maddrs=config.host_maddrs,
+        announce_maddrs=config.announce_maddrs,
+        identity_path=config.identity_path,
+        **config.strategy_options,
+    )
+    reporter = Reporter(config, strategy, controls, totals, emit, on_hello)
+    trainer = pl.Trainer(
+        accelerator=config.accelerator,
+        devices=[config.device_index] if config.device_index is not None else 1,
+        strategy=strategy,
+        precision=config.precision,  # type: ignore[arg-type]
+        max_epochs=-1,
+        callbacks=[reporter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    ckpt = str(config.checkpoint_path) if _usable_checkpoint(config.checkpoint_path) else None
+    emit(make_event("state", state="connecting", reason="joining the run's peers"))
+    try:
+        trainer.fit(module, loader, ckpt_path=ckpt)
+    finally:
+        reporter.closing = True
+    save_checkpoint(trainer, config.checkpoint_path, emit)
+    del trainer, strategy
+    return reporter.outcome
+
+
+def _usable_checkpoint(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def save_checkpoint(trainer: pl.Trainer, path: Path, emit: Emit) -> bool:
+    """Writes the model, optimizer and collaborative step atomically; a full disk costs only this copy."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        emit(
+            make_event(
+                "error",
+                code="disk_full" if error.errno == 28 else "checkpoint_failed",
+                message=f"Could not save the checkpoint to {path} ({error.strerror or error}); "
+                "free some disk space there; training goes on with the previous checkpoint",
+                fatal=False,
+            )
+        )
+        return False
+
+
+class Reporter(Callback):
+    """Lightning callback: hello, progress events, pause/stop requests, bounded runs, periodic checkpoints."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        strategy: HivemindStrategy,
+        controls: Controls,
+        totals: Totals,
+        emit: Emit,
+        on_hello: Callable[[HivemindStrategy], None],
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.controls = controls
+        self.totals = totals
+        self.emit = emit
+        self.on_hello = on_hello
+        self.outcome: Outcome = "stopped"
+        self.closing = False
+        self.rate = StepRate()
+        self.loss = math.nan
+        self._last_progress = 0.0
+        self._window = (time.monotonic(), 0)
+        self._last_checkpoint_step: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.on_hello(self.strategy)
+        self.emit(make_event("state", state="training", reason=None))
+        self._window = (time.monotonic(), self.totals.session_samples)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            value = float(loss)
+            self.loss = value if math.isnan(self.loss) else 0.9 * self.loss + 0.1 * value
+        self.totals.session_samples += self.config.batch_size
+        step = self.strategy.collaborative_step
+        now = time.monotonic()
+        if now - self._last_progress >= self.config.progress_interval:
+            self._last_progress = now
+            self.emit(self.progress(step, now))
+        self._maybe_checkpoint(trainer, step)
+        self._check_requests(trainer, step)
+
+    def _check_requests(self, trainer: pl.Trainer, step: int) -> None:
+        controls = self.controls
+        if controls.stop_requested:
+            self.outcome, trainer.should_stop = "stopped", True
+        elif self.config.max_step is not None and step >= self.config.max_step:
+            self.outcome, trainer.should_stop = "finished", True
+        elif controls.pause_when == "now":
+            self.outcome, trainer.should_stop = "paused", True
+        elif controls.pause_when == "step":
+            if controls.pause_from_step is None:
+                controls.pause_from_step = step
+                self.emit(make_event("state", state="pausing", reason="pausing after this step"))
+            elif step > controls.pause_from_step:
+                self.outcome, trainer.should_stop = "paused", True
+
+    def _maybe_checkpoint(self, trainer: pl.Trainer, step: int) -> None:
+        every = self.config.checkpoint_every
+        if every is None or step == 0:
+            return
+        if self._last_checkpoint_step is None:
+            self._last_checkpoint_step = step
+        elif step - self._last_checkpoint_step >= every:
+            self._last_checkpoint_step = step
+            if save_checkpoint(trainer, self.config.checkpoint_path, self.emit):
+                self.emit(make_event("log", level="info", message=f"checkpoint saved at step {step}"))
+
+    def progress(self, step: int, now: float) -> Event:
+        optimizer = self.strategy.hivemind_optimizer
+        started, samples = self._window
+        local = (self.totals.session_samples - samples) / max(now - started, 1e-6)
+        self._window = (now, self.totals.session_samples)
+        peers, accumulated, eta, tracker_sps = 1, 0, None, 0.0
+        if optimizer is not None:
+            from hivemind.utils import get_dht_time
+
+            progress = optimizer.tracker.global_progress
+            peers = max(int(progress.num_peers), 1)
+            accumulated = int(progress.samples_accumulated)
+            tracker_sps = float(progress.samples_per_second)
+            eta = max(0.0, float(progress.eta_next_epoch) - get_dht_time())
+        collab = self.rate.update(step, self.config.spec.target_batch_size, now) or tracker_sps
+        return make_event(
+            "progress",
+            step=step,
+            peers=peers,
+            local_sps=round(local, 2),
+            collab_sps=round(collab, 2),
+            samples_accumulated=accumulated,
+            target_batch_size=self.config.spec.target_batch_size,
+            eta_seconds=None if eta is None else round(eta, 1),
+            loss=None if math.isnan(self.loss) else round(self.loss, 4),
+            session_samples=self.totals.session_samples,
+            total_samples=self.totals.total_samples,
+            batch_size=self.config.batch_size,
+        )

@@ -1,0 +1,356 @@
+"""The training worker: a child process that trains a run's recipe and reports on stdout.
+
+    python -m hiveling.core.worker --invite TOKEN [--device auto] [--batch-size N] ...
+
+Speaks the protocol of :mod:`hiveling.core.events` (JSON lines on stdout, commands on stdin, human logs
+on stderr). Closing stdin is taken as ``stop``: a worker never outlives its supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hiveling.core import config, paths
+from hiveling.core.events import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASH,
+    EXIT_OK,
+    Event,
+    decode_command,
+    encode,
+    make_event,
+)
+from hiveling.core.run import RunSpec, data_seed
+from hiveling.core.session import Controls, SessionConfig, Totals, run_session
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/0"
+
+
+class WorkerError(Exception):
+    """Bad input or an unusable machine: reported as one line, and not worth a restart."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EventWriter:
+    """Writes events to stdout from any thread, one whole line at a time."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = encode(event)
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the supervisor is gone; stdin's end will stop us
+
+
+def read_commands(stream: Any, controls: Controls, emit: EventWriter) -> None:
+    for line in stream:
+        command = decode_command(line)
+        if command is None:
+            if line.strip():
+                emit(
+                    make_event(
+                        "log", level="warning", message=f"ignored unknown command: {line.strip()[:80]}"
+                    )
+                )
+            continue
+        name = command["cmd"]
+        if name == "pause":
+            controls.request_pause("step" if command.get("when") == "step" else "now")
+        elif name == "resume":
+            controls.request_resume()
+        else:
+            controls.request_stop()
+    controls.request_stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hiveling.core.worker", description=__doc__.splitlines()[0]
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--invite", help="the run's invite")
+    source.add_argument("--run-spec", help="the run as JSON (the host's own worker)")
+    parser.add_argument("--role", choices=("volunteer", "host"), default="volunteer")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--memory-cap-gb", type=float, default=None)
+    parser.add_argument("--cpu-threads", type=int, default=None)
+    parser.add_argument("--listen", action="append", default=None, help="multiaddr to listen on (repeatable)")
+    parser.add_argument("--announce", action="append", default=None, help="multiaddr others reach us at")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="collaborative steps")
+    parser.add_argument("--max-step", type=int, default=None, help="stop at this collaborative step")
+    parser.add_argument("--progress-interval", type=float, default=2.0)
+    parser.add_argument("--options", default="{}", help="extra HivemindStrategy options as JSON")
+    return parser
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace, emit: EventWriter, controls: Controls) -> None:
+        self.args = args
+        self.emit = emit
+        self.controls = controls
+        self._said_hello = False
+
+    def run(self) -> int:
+        spec = self._load_spec()
+        recipe, hparams = self._load_recipe(spec)
+        device = self._choose_device()
+        batch_size = self._choose_batch_size(recipe, device)
+        run_dir = paths.run_dir(spec.run_id)
+        identity = self._identity(run_dir)
+        seed = data_seed(hashlib.sha256(identity.read_bytes()).hexdigest())
+        previous = config.load_contribution(spec.run_id)
+        totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
+        self.emit(make_event("state", state="starting", reason=f"preparing {recipe.title} on {device.label}"))
+
+        import torch
+
+        torch.set_num_threads(self.args.cpu_threads or max(1, (os.cpu_count() or 2) // 2))
+        plan = recipe.build(hparams, seed)
+        session = SessionConfig(
+            spec=spec,
+            accelerator={"cuda": "cuda", "rocm": "cuda", "mps": "mps"}.get(device.kind, "cpu"),
+            device_index=device.index if device.kind in ("cuda", "rocm") else None,
+            batch_size=batch_size,
+            precision="16-mixed" if device.kind in ("cuda", "rocm") else "32-true",
+            host_maddrs=self.args.listen or [DEFAULT_LISTEN],
+            announce_maddrs=self.args.announce,
+            identity_path=str(identity),
+            checkpoint_path=run_dir / ("host.ckpt" if self.args.role == "host" else "volunteer.ckpt"),
+            checkpoint_every=self.args.checkpoint_every,
+            max_step=self.args.max_step,
+            progress_interval=self.args.progress_interval,
+            strategy_options=json.loads(self.args.options),
+        )
+
+        def hello(strategy: Any) -> None:
+            if self._said_hello:
+                return
+            self._said_hello = True
+            self.emit(self._hello(spec, strategy, device, batch_size, recipe.title))
+
+        try:
+            while True:
+                outcome = self._train(session, plan, totals, hello, recipe)
+                _save_totals(spec.run_id, totals)
+                if outcome != "paused":
+                    reason = "reached the last step" if outcome == "finished" else "stopped"
+                    self.emit(make_event("state", state="stopped", reason=reason))
+                    return EXIT_OK
+                self._release(plan, device.kind)
+                if not self.controls.wait_while_paused():
+                    self.emit(make_event("state", state="stopped", reason="stopped while paused"))
+                    return EXIT_OK
+                session.batch_size = batch_size
+        finally:
+            _save_totals(spec.run_id, totals)
+
+    def _train(self, session: SessionConfig, plan: Any, totals: Totals, hello: Any, recipe: Any) -> str:
+        """One session; on out-of-memory, retries with a smaller batch instead of crashing."""
+        from hiveling.core.devices import is_out_of_memory, reduce_after_oom
+
+        while True:
+            try:
+                return run_session(
+                    session,
+                    plan.module,
+                    plan.make_loader(session.batch_size),
+                    self.controls,
+                    totals,
+                    self.emit,
+                    hello,
+                )
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                smaller = reduce_after_oom(session.batch_size, recipe.needs)
+                if smaller is None:
+                    raise WorkerError(
+                        "out_of_memory",
+                        f"{recipe.title} does not fit in this device's memory even at batch size "
+                        f"{session.batch_size}; close other programs using the GPU or choose --device cpu",
+                    ) from error
+                self.emit(
+                    make_event(
+                        "log",
+                        level="warning",
+                        message=f"out of device memory at batch size {session.batch_size}; "
+                        f"retrying with {smaller}",
+                    )
+                )
+                session.batch_size = smaller
+                gc.collect()
+
+    def _release(self, plan: Any, kind: str) -> None:
+        """Frees device memory while paused: the model waits on the CPU, caches are emptied."""
+        import torch
+
+        plan.module.cpu()
+        gc.collect()
+        reserved = 0
+        if kind in ("cuda", "rocm") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            reserved = int(torch.cuda.memory_reserved())
+        elif kind == "mps" and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
+        self.emit(make_event("state", state="paused", reason="paused", device_memory_bytes=reserved))
+
+    def _load_spec(self) -> RunSpec:
+        if self.args.run_spec is not None:
+            return RunSpec.from_dict(json.loads(self.args.run_spec))
+        from hiveling.core.invite import InviteError, parse_invite
+
+        try:
+            invite = parse_invite(self.args.invite)
+        except InviteError as error:
+            raise WorkerError("bad_invite", str(error)) from error
+        return RunSpec(
+            run_id=invite.run_id,
+            run_name=invite.run_name,
+            recipe=invite.recipe,
+            recipe_version=invite.recipe_version,
+            target_batch_size=invite.target_batch_size,
+            hparams=dict(invite.hparams),
+            peers=tuple(invite.peers),
+        )
+
+    def _load_recipe(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+        from hiveling.core.recipes import RecipeError, find_recipe
+
+        try:
+            recipe = find_recipe(spec.recipe, spec.recipe_version)
+            return recipe, recipe.hyperparameters(spec.hparams)
+        except RecipeError as error:
+            raise WorkerError("unknown_recipe", str(error)) from error
+
+    def _choose_device(self) -> Any:
+        from hiveling.core.devices import DeviceError, choose_device, detect_devices
+
+        try:
+            return choose_device(detect_devices(), self.args.device)
+        except DeviceError as error:
+            raise WorkerError("device", str(error)) from error
+
+    def _choose_batch_size(self, recipe: Any, device: Any) -> int:
+        if self.args.batch_size is not None:
+            if self.args.batch_size < 1:
+                raise WorkerError(
+                    "bad_option", f"--batch-size must be at least 1, got {self.args.batch_size}"
+                )
+            return int(self.args.batch_size)
+        from hiveling.core.devices import DeviceError, fit_batch_size
+
+        cap = None if self.args.memory_cap_gb is None else int(self.args.memory_cap_gb * 2**30)
+        try:
+            return int(fit_batch_size(recipe.needs, device, cap))
+        except DeviceError as error:
+            raise WorkerError("device", str(error)) from error
+
+    def _identity(self, run_dir: Path) -> Path:
+        """A stable peer identity per run, so restarts keep the peer id (and the host its address)."""
+        path = run_dir / ("host.identity" if self.args.role == "host" else "peer.identity")
+        if not path.is_file() or path.stat().st_size == 0:
+            from hivemind.p2p import P2P
+
+            path.unlink(missing_ok=True)
+            P2P.generate_identity(str(path))
+        return path
+
+    def _hello(self, spec: RunSpec, strategy: Any, device: Any, batch_size: int, title: str) -> Event:
+        from importlib.metadata import version
+
+        def installed(name: str) -> str | None:
+            try:
+                return version(name)
+            except Exception:
+                return None
+
+        dht = strategy.dht
+        return make_event(
+            "hello",
+            protocol=1,
+            versions={
+                "hiveling": installed("hiveling"),
+                "python": platform.python_version(),
+                "torch": installed("torch"),
+                "lightning": installed("lightning"),
+                "hivemind": installed("hivemind"),
+            },
+            peer_id=None if dht is None else str(dht.peer_id),
+            role=self.args.role,
+            run_id=spec.run_id,
+            run_name=spec.run_name,
+            recipe=spec.recipe,
+            recipe_title=title,
+            device={"kind": device.kind, "index": device.index, "name": device.name},
+            batch_size=batch_size,
+            addresses=strategy.join_addresses(),
+            step=strategy.collaborative_step,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    emit = EventWriter(sys.stdout)
+    controls = Controls()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: controls.request_stop())
+    threading.Thread(target=read_commands, args=(sys.stdin, controls, emit), daemon=True).start()
+    emit(make_event("state", state="starting", reason="starting the worker"))
+    try:
+        code = Worker(args, emit, controls).run()
+        emit(make_event("bye", exit_code=code, reason="stopped"))
+        return code
+    except WorkerError as error:
+        emit(make_event("error", code=error.code, message=str(error), fatal=True))
+        emit(make_event("bye", exit_code=EXIT_BAD_INPUT, reason=error.code))
+        return EXIT_BAD_INPUT
+    except Exception as error:
+        traceback.print_exc()
+        message = _crash_message(error)
+        emit(make_event("error", code="crash", message=message, fatal=True))
+        emit(make_event("bye", exit_code=EXIT_CRASH, reason="crash"))
+        return EXIT_CRASH
+
+
+def _save_totals(run_id: str, totals: Totals) -> None:
+    try:
+        config.save_contribution(run_id, config.Contribution(totals.total_samples, totals.total_seconds))
+    except OSError as error:
+        logger.warning("Could not save the contribution totals: %s", error)
+
+
+def _crash_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno == 28:
+        return f"The disk is full ({error.filename or 'writing'}); free some space and start again"
+    text = str(error).strip().splitlines()
+    return f"The worker failed: {type(error).__name__}: {text[0] if text else ''} (details in the log)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
