@@ -191,12 +191,15 @@ def amd_gpus() -> list[Gpu]:
         properties = _properties(node / "properties")
         if properties.get("simd_count", 0) > 0 and properties.get("vendor_id") == AMD_VENDOR_ID:
             found.append((properties, node))
-    names = _rocm_smi_names() if found else []
+    names: list[str] | None = None  # from rocm-smi, asked only when sysfs lacks a product name
     gpus = []
     for index, (properties, node) in enumerate(found):
         target = _gfx_name(properties.get("gfx_target_version", 0))
         device = SYSFS / "class" / "drm" / f"renderD{properties.get('drm_render_minor', -1)}" / "device"
-        name = _read(device / "product_name") or (names[index] if len(names) == len(found) else None)
+        name = _read(device / "product_name")
+        if name is None:
+            names = _rocm_smi_names() if names is None else names
+            name = names[index] if len(names) == len(found) else None
         total = _integer(_read(device / "mem_info_vram_total"))
         used = _integer(_read(device / "mem_info_vram_used"))
         if total is None:

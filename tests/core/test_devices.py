@@ -355,6 +355,25 @@ def test_amd_gpus_come_from_the_kfd_topology(
     ]
 
 
+@linux_only
+def test_amd_gpu_names_come_from_rocm_smi_when_sysfs_has_none(tmp_path: Path) -> None:
+    sysfs = make_sysfs(tmp_path / "sys")
+    (sysfs / "class" / "drm" / "renderD128" / "device" / "product_name").unlink()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "rocm-smi").write_text(
+        "#!/bin/sh\n"
+        'echo \'{"card0": {"Card Series": "Radeon RX 7900 XTX", "Card Model": "0x744c", "GFX Version": '
+        '"gfx1100"}}\'\n'
+    )
+    (tools / "rocm-smi").chmod(0o755)
+    report = detect(tmp_path, block_nvml=True, sysfs=sysfs, path=tools)
+    assert [(d["name"], d["compute_capability"]) for d in gpus(report)] == [("Radeon RX 7900 XTX", "gfx1100")]
+    (tools / "rocm-smi").unlink()
+    report = detect(tmp_path, block_nvml=True, sysfs=sysfs, path=tools)
+    assert [d["name"] for d in gpus(report)] == ["AMD GPU gfx1100"]
+
+
 def test_torch_build_reads_version_py_without_importing_torch(tmp_path: Path) -> None:
     package = tmp_path / "torch"
     package.mkdir()
