@@ -1,27 +1,56 @@
-"""The built-in recipes' descriptions (no torch here: their code lives next door)."""
+"""The built-in recipes' descriptions (no torch here: their code lives next door).
+
+How the figures in :class:`Needs` were derived (``tests/core/test_recipes.py`` re-derives them):
+
+- ``parameters``: counted from the module built with ``defaults``.
+- ``base_bytes``: fp32 weights, gradients and AdamW's two moments, 16 bytes per parameter.
+- ``bytes_per_sample``: the tensors autograd saves for the backward pass, measured on CPU as the
+  difference between batches of 8 and 16 samples, times 1.5 for the gradients in flight during
+  backward and the allocator's slack. CUDA's fused attention saves less than CPU's, so this errs high.
+"""
 
 from __future__ import annotations
 
 from hiveling.core.recipes import Needs, Recipe
+
+ADAM_FP32_BYTES = 16
+
+GLYPHS_PARAMETERS = 470_914
+GLYPHS_SAVED_PER_SAMPLE = 418_768
 
 GLYPHS = Recipe(
     name="glyphs",
     version="1.0",
     title="Glyph classifier",
     description="A small convolutional network that learns to read rendered digits and letters.",
-    needs=Needs(parameters=0, base_bytes=0, bytes_per_sample=0, default_batch_size=64),
+    needs=Needs(
+        parameters=GLYPHS_PARAMETERS,
+        base_bytes=ADAM_FP32_BYTES * GLYPHS_PARAMETERS,
+        bytes_per_sample=GLYPHS_SAVED_PER_SAMPLE * 3 // 2,
+        default_batch_size=64,
+        min_batch_size=8,
+    ),
     factory="hiveling.core.recipes.glyphs:build",
-    defaults={},
+    defaults={"lr": 1e-3, "weight_decay": 0.01, "width": 32, "hidden": 128, "dropout": 0.1},
 )
+
+CHARLM_PARAMETERS = 875_520
+CHARLM_SAVED_PER_SAMPLE = 4_475_904
 
 CHARLM = Recipe(
     name="charlm",
     version="1.0",
     title="Character-level language model",
     description="A small transformer that learns to write like Python's own documentation.",
-    needs=Needs(parameters=0, base_bytes=0, bytes_per_sample=0, default_batch_size=32),
+    needs=Needs(
+        parameters=CHARLM_PARAMETERS,
+        base_bytes=ADAM_FP32_BYTES * CHARLM_PARAMETERS,
+        bytes_per_sample=CHARLM_SAVED_PER_SAMPLE * 3 // 2,
+        default_batch_size=32,
+        min_batch_size=4,
+    ),
     factory="hiveling.core.recipes.charlm:build",
-    defaults={},
+    defaults={"lr": 1e-3, "weight_decay": 0.01, "width": 128, "heads": 4, "layers": 4, "context": 128},
 )
 
 BUILTIN = (GLYPHS, CHARLM)
