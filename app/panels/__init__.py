@@ -1,0 +1,1 @@
+"""Panels: widgets that other windows and dialogs embed."""
