@@ -137,7 +137,11 @@ def make_invite(
     peers: Sequence[str],
     expires: datetime | timedelta,
 ) -> Invite:
-    """A signed invite; InviteError (reason ``"invalid"``) names the argument that cannot be carried."""
+    """A signed invite; InviteError (reason ``"invalid"``) names the argument that cannot be carried.
+
+    ``expires`` is a moment (a naive one is local time) or a duration from now; it is kept to the
+    second. ``hparams`` are the recipe's hyperparameters that differ from its defaults (JSON values).
+    """
     from hiveling.core.peers import PeerAddressError, check_multiaddr
 
     now = datetime.now(UTC)
@@ -147,6 +151,8 @@ def make_invite(
         raise InviteError(INVALID, f"target batch size must be a whole number, not {target_batch_size!r}")
     if not 1 <= target_batch_size < 2**40:
         raise InviteError(INVALID, f"target batch size must be at least 1, not {target_batch_size}")
+    if not all(isinstance(name, str) for name in hparams):
+        raise InviteError(INVALID, "hyperparameter names must be texts")
     try:
         hparams_json = json.dumps(
             dict(hparams), separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
@@ -200,6 +206,7 @@ def parse_invite(text: str, *, now: datetime | None = None, check_recipe: bool =
 
     Tolerates white space and line breaks anywhere, lower case, the ``hiveling://join/`` link form and
     surrounding blanks. ``peers`` of the result are only the addresses this client can use.
+    ``now`` (default: the clock) decides expiry; a naive ``now`` is local time.
     ``check_recipe=False`` skips the installed-recipe check (for tools that only display an invite).
     """
     body, version = _unframe(text)
@@ -231,7 +238,7 @@ def parse_invite(text: str, *, now: datetime | None = None, check_recipe: bool =
         raise InviteError(
             BAD_SIGNATURE,
             f"this invite claims run {claimed} but was signed by a key that does not own it (a forgery or "
-            f"an edited invite); get the invite from the organizer directly",
+            "an edited invite); get the invite from the organizer directly",
         )
     token = f"HIVE{version}-{_b32encode(_frame(body))}"
     invite = _invite(fields, hparams, fields.peers, token)
@@ -400,11 +407,8 @@ def _b32encode(data: bytes) -> str:
 
 def _b32decode(chars: str) -> bytes:
     """Bytes of upper-case base32 without padding; trailing bits that make no whole byte are dropped."""
-    value = 0
-    for ch in chars:
-        value = value << 5 | _BASE32.index(ch)
-    size = len(chars) * 5 // 8
-    return (value >> (len(chars) * 5 - size * 8)).to_bytes(size, "big")
+    padded = chars + "A" * (-len(chars) % 8)  # zero bits, cut off again below
+    return base64.b32decode(padded)[: len(chars) * 5 // 8]
 
 
 def _format_time(moment: datetime) -> str:

@@ -97,7 +97,11 @@ def _open(source: Path | bytes) -> Image.Image:
             return Image.open(Path(source))
         except FileNotFoundError:
             raise QRError(f"{_name(source)} does not exist; check the file name") from None
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise QRError(
+                f"{_name(source)} is too large to scan; crop it to the part that shows the code"
+            ) from None
+        except UnidentifiedImageError:
             raise QRError(
                 f"{_name(source)} is not an image Hiveling can read; use a PNG or JPEG screenshot"
             ) from None

@@ -372,6 +372,7 @@ def test_unusable_peers_are_dropped_and_none_usable_is_refused() -> None:
         ({"target_batch_size": 2.5}, "whole number"),
         ({"hparams": {"lr": float("nan")}}, "JSON"),
         ({"hparams": {"f": object()}}, "JSON"),
+        ({"hparams": {1: 2}}, "names must be texts"),
         ({"peers": []}, "at least one peer"),
         ({"peers": [QUIC]}, "/tcp"),
         ({"peers": ["/ip4/1.2.3.4/tcp/1"]}, "/p2p"),

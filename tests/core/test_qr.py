@@ -161,6 +161,13 @@ def test_unreadable_images_are_one_clear_error(tmp_path: Path) -> None:
         assert "\n" not in str(caught.value)
 
 
+def test_a_huge_image_is_refused_before_it_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = png_bytes(TOKEN, scale=8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # instead of a 100-megapixel file
+    with pytest.raises(QRError, match="too large"):
+        read_qr(data)
+
+
 def test_write_png_to_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(QRError, match="writable"):
         write_png(TOKEN, tmp_path / "no" / "such" / "invite.png")
