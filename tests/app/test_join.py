@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -341,3 +344,34 @@ def test_words() -> None:
     assert find_invite_text("see HIVE1-ABCDEFGHIJKLMNOPQRST ok") == "HIVE1-ABCDEFGHIJKLMNOPQRST"
     assert find_invite_text("no invite here") is None
     assert join.DEBOUNCE_MS <= 500  # feels immediate
+
+
+GUI_ONLY = """
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from hiveling.app.dialogs.join import JoinDialog
+from hiveling.core.config import Settings
+dialog = JoinDialog(Settings(), devices=[])
+dialog.text.setPlainText(sys.argv[1])
+assert dialog.validate() is not None, dialog.status.text()
+print(",".join(sorted(m for m in ("torch", "hivemind", "lightning") if m in sys.modules)))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hiveling.core.peers.check_multiaddr (used by parse_invite) imports hivemind, and with it torch",
+)
+def test_validating_an_invite_loads_no_training_library(invite: Invite, app_home: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GUI_ONLY, invite.token],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "HIVELING_HOME": str(app_home)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""
