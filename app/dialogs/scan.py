@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +99,26 @@ def camera_available() -> bool:
     return importlib.util.find_spec("PySide6.QtMultimedia") is not None
 
 
+class FrameScanner:
+    """Decides which camera frames to decode (a few a second: decoding all would burn a core) and
+    what each decoded frame found."""
+
+    def __init__(self, interval: float = 0.4, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def consider(self, image: QImage) -> Scan | None:
+        """The scan of ``image``, or None when it came too soon after the last decoded frame."""
+        now = self._clock()
+        if image.isNull() or (self._last is not None and now - self._last < self.interval):
+            return None
+        self._last = now
+        return scan_image(image)
+
+
 class CameraScanDialog(QDialog):
     """Shows the camera's picture and closes (accepted) as soon as a frame holds an invite."""
-
-    FRAME_INTERVAL = 0.4  # seconds between decoded frames: decoding every frame would burn a core
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -109,7 +126,7 @@ class CameraScanDialog(QDialog):
 
         self.setWindowTitle("Scan an invite with the camera")
         self.invite: str | None = None
-        self._last_decode = 0.0
+        self.scanner = FrameScanner()
         layout = QVBoxLayout(self)
         self.preview = QLabel("Starting the camera…")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -130,12 +147,11 @@ class CameraScanDialog(QDialog):
         self._sink = QtMultimedia.QVideoSink(self)
         self._session.setCamera(self._camera)
         self._session.setVideoSink(self._sink)
-        self._sink.videoFrameChanged.connect(self._on_frame)
+        self._sink.videoFrameChanged.connect(lambda frame: self.show_frame(frame.toImage()))
         self._camera.errorOccurred.connect(lambda _error, text: self.preview.setText(f"Camera error: {text}"))
         self._camera.start()
 
-    def _on_frame(self, frame: object) -> None:
-        image: QImage = frame.toImage()  # type: ignore[attr-defined]
+    def show_frame(self, image: QImage) -> None:
         if image.isNull():
             return
         self.preview.setPixmap(
@@ -145,11 +161,9 @@ class CameraScanDialog(QDialog):
                 Qt.TransformationMode.FastTransformation,
             )
         )
-        now = time.monotonic()
-        if now - self._last_decode < self.FRAME_INTERVAL:
+        found = self.scanner.consider(image)
+        if found is None:
             return
-        self._last_decode = now
-        found = scan_image(image)
         if found.invites:
             self.invite = found.invites[0]
             self.accept()

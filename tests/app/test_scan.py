@@ -106,3 +106,16 @@ def test_screens_can_be_grabbed(qtbot: QtBot) -> None:
 def test_camera_offered_only_with_qt_multimedia() -> None:
     assert scan.camera_available() == (importlib.util.find_spec("PySide6.QtMultimedia") is not None)
     assert "PySide6-Addons" in scan.CAMERA_MISSING
+
+
+def test_camera_frames_are_decoded_a_few_times_a_second(qtbot: QtBot, token: str) -> None:
+    now = [100.0]
+    scanner = scan.FrameScanner(interval=0.4, clock=lambda: now[0])
+    frame = QImage.fromData(qr.png_bytes(token))
+    assert scanner.consider(frame) == scan.Scan(invites=(token,), codes=1)
+    now[0] += 0.1
+    assert scanner.consider(frame) is None  # too soon: shown, not decoded
+    now[0] += 0.4
+    assert scanner.consider(frame) == scan.Scan(invites=(token,), codes=1)
+    now[0] += 1
+    assert scanner.consider(QImage()) is None  # an empty frame while the camera starts
