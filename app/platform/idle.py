@@ -17,6 +17,20 @@ class UnknownIdle(IdleSource):
         return None
 
 
+class FirstKnownIdle(IdleSource):
+    """Asks each source in turn; the first that knows answers."""
+
+    def __init__(self, sources: list[IdleSource]) -> None:
+        self.sources = sources
+
+    def idle_seconds(self) -> float | None:
+        for source in self.sources:
+            seconds = source.idle_seconds()
+            if seconds is not None:
+                return seconds
+        return None
+
+
 def idle_source() -> IdleSource:
     """The idle source of this operating system."""
     if sys.platform == "win32":
@@ -27,6 +41,7 @@ def idle_source() -> IdleSource:
         from hiveling.app.platform.idle_macos import MacIdle
 
         return MacIdle()
+    from hiveling.app.platform.idle_gnome import MutterIdle
     from hiveling.app.platform.idle_x11 import X11Idle
 
-    return X11Idle()
+    return FirstKnownIdle([X11Idle(), MutterIdle()])

@@ -18,6 +18,7 @@ from hiveling.app.platform import autostart, battery, idle
 from hiveling.app.platform.autostart_macos import LABEL, LaunchAgentAutostart
 from hiveling.app.platform.autostart_windows import command_line
 from hiveling.app.platform.autostart_xdg import XdgAutostart, desktop_entry, quote_exec_argument
+from hiveling.app.platform.idle_gnome import MutterIdle
 from hiveling.app.platform.idle_macos import parse_ioreg
 from hiveling.app.platform.idle_windows import elapsed_ms
 from hiveling.app.platform.idle_x11 import X11Idle
@@ -73,7 +74,84 @@ def test_idle_source_of_this_platform() -> None:
     source = idle.idle_source()
     assert isinstance(source, idle.IdleSource)
     if sys.platform.startswith("linux"):
-        assert isinstance(source, X11Idle)
+        assert isinstance(source, idle.FirstKnownIdle)
+        assert [type(s) for s in source.sources] == [X11Idle, MutterIdle]
+
+
+def test_first_known_idle_source_answers() -> None:
+    class Fixed(idle.IdleSource):
+        def __init__(self, seconds: float | None) -> None:
+            self.seconds = seconds
+
+        def idle_seconds(self) -> float | None:
+            return self.seconds
+
+    assert idle.FirstKnownIdle([Fixed(None), Fixed(7.0), Fixed(9.0)]).idle_seconds() == 7.0
+    assert idle.FirstKnownIdle([Fixed(None)]).idle_seconds() is None
+
+
+FAKE_MUTTER = """
+import sys
+from PySide6.QtCore import ClassInfo, QCoreApplication, QObject, Slot
+from PySide6.QtDBus import QDBusConnection
+
+@ClassInfo({"D-Bus Interface": "org.gnome.Mutter.IdleMonitor"})
+class Monitor(QObject):
+    @Slot(result="qulonglong")
+    def GetIdletime(self):
+        return 93_500
+
+app = QCoreApplication([])
+bus = QDBusConnection.connectToBus(sys.argv[1], "fake-mutter")
+monitor = Monitor()
+assert bus.registerObject(
+    "/org/gnome/Mutter/IdleMonitor/Core", monitor, QDBusConnection.RegisterOption.ExportAllSlots
+)
+assert bus.registerService("org.gnome.Mutter.IdleMonitor")
+print("ready", flush=True)
+app.exec()
+"""
+
+
+@pytest.fixture
+def session_bus() -> Iterator[str]:
+    """A private D-Bus daemon (skipped where dbus-daemon is not installed); yields its address."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed")
+    daemon = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert daemon.stdout is not None
+        yield daemon.stdout.readline().strip()
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        if daemon.stdout is not None:
+            daemon.stdout.close()
+
+
+def test_gnome_idle_over_dbus(qapp: object, session_bus: str) -> None:
+    assert MutterIdle(bus_address=session_bus).idle_seconds() is None  # no GNOME on the bus yet
+    mutter = subprocess.Popen(
+        [sys.executable, "-c", FAKE_MUTTER, session_bus], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert mutter.stdout is not None
+        assert mutter.stdout.readline().strip() == "ready"
+        assert MutterIdle(bus_address=session_bus).idle_seconds() == 93.5
+    finally:
+        mutter.terminate()
+        mutter.wait(timeout=10)
+        if mutter.stdout is not None:
+            mutter.stdout.close()
+
+
+def test_gnome_idle_without_a_bus(qapp: object) -> None:
+    assert MutterIdle(bus_address="unix:path=/nonexistent/bus").idle_seconds() is None
 
 
 def test_ioreg_output() -> None:

@@ -142,7 +142,7 @@ def test_window_of_equal_ends_is_all_day() -> None:
     assert in_window(time(8), time(8), time(8))
 
 
-def test_conditions_read_the_platform() -> None:
+def test_conditions_read_the_platform(qapp: object) -> None:
     conditions = Conditions()
     idle = conditions.idle_seconds()
     battery = conditions.on_battery()
