@@ -3,18 +3,21 @@
 A recipe is a :class:`Recipe` value (torch-free, so the tray and invite checks can read it) whose
 ``factory`` names, as ``"module:function"``, the code that builds the model and its data. Organizers
 ship their own recipes as packages that register a :class:`Recipe` under the ``hiveling.recipes``
-entry-point group (see the README).
+entry-point group (see docs/recipes.md).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 ENTRY_POINT_GROUP = "hiveling.recipes"
+
+logger = logging.getLogger(__name__)
 
 
 class RecipeError(Exception):
@@ -60,6 +63,11 @@ class Recipe:
                 raise RecipeError(
                     f"recipe {self.name} has no hyperparameter {key!r}; known: {', '.join(sorted(merged))}"
                 )
+            if not _same_kind(merged[key], value):
+                raise RecipeError(
+                    f"recipe {self.name}: hyperparameter {key} must be a {type(merged[key]).__name__} "
+                    f"like its default {merged[key]!r}, not {value!r}"
+                )
             merged[key] = value
         return merged
 
@@ -75,7 +83,24 @@ class Recipe:
                 f"recipe {self.name} {self.version} is installed but its code is broken ({error}); "
                 "reinstall the package that provides it"
             ) from error
-        return function(dict(hparams), seed)
+        plan = function(dict(hparams), seed)
+        if not isinstance(plan, Plan):
+            raise RecipeError(
+                f"recipe {self.name} {self.version} is broken: {self.factory} returned "
+                f"{type(plan).__name__}, not a Plan; reinstall or update the package that provides it"
+            )
+        return plan
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether ``value`` can stand in for ``default`` (an int may stand in for a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(default) is type(value)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, int | str):
+        return type(default) is type(value)
+    return True
 
 
 def is_compatible(installed: str, wanted: str) -> bool:
@@ -90,11 +115,28 @@ def available_recipes() -> dict[str, Recipe]:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             recipe = point.load()
-        except Exception:  # a broken plugin must not hide the others
+        except Exception as error:  # a broken plugin must not hide the others
+            _report_skipped(point.name, f"{point.value} cannot be loaded ({error})")
             continue
-        if isinstance(recipe, Recipe) and recipe.name not in recipes:
+        if not isinstance(recipe, Recipe):
+            _report_skipped(point.name, f"{point.value} is not a hiveling Recipe")
+        elif recipe.name in recipes:
+            _report_skipped(point.name, f"a recipe named {recipe.name} is already installed")
+        else:
             recipes[recipe.name] = recipe
     return recipes
+
+
+_reported: set[tuple[str, str]] = set()
+
+
+def _report_skipped(plugin: str, reason: str) -> None:
+    """Warns once per process and plugin: the registry is read every time a recipe is looked up."""
+    level = logging.DEBUG if (plugin, reason) in _reported else logging.WARNING
+    _reported.add((plugin, reason))
+    logger.log(
+        level, "skipping recipe plugin %s: %s; reinstall or remove the package providing it", plugin, reason
+    )
 
 
 def find_recipe(name: str, version: str | None = None) -> Recipe:

@@ -141,9 +141,12 @@ def draw_glyph(
 def render_pool(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` glyph images (uint8) and their labels, the same for the same seed on every machine."""
     rng = random.Random(seed)
-    labels = [rng.randrange(len(CHARACTERS)) for _ in range(count)]
-    images = np.stack([draw_glyph(rng, CHARACTERS[label], font(rng.randint(12, 26))) for label in labels])
-    return torch.from_numpy(images), torch.tensor(labels, dtype=torch.long)
+    labels = []
+    images = []
+    for _ in range(count):
+        labels.append(rng.randrange(len(CHARACTERS)))
+        images.append(draw_glyph(rng, CHARACTERS[labels[-1]], font(rng.randint(12, 26))))
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long)
 
 
 def build(hparams: Mapping[str, Any], seed: int) -> Plan:
