@@ -365,6 +365,8 @@ def format_duration(seconds: float | None) -> str:
     """A rough duration: "45 s", "12 min", "3 h 20 min", "2 days 4 h"; "unknown" for None."""
     if seconds is None or seconds < 0:
         return "unknown"
+    if seconds < 1:
+        return "under a second"
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"

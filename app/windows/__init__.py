@@ -1,0 +1,1 @@
+"""The app's windows: Status (live charts) and Logs."""
