@@ -46,6 +46,7 @@ POLICY_INTERVAL_MS = 30_000
 SNOOZE = timedelta(hours=1)
 LOG_LINES = 2000
 BY_YOU = "by you"
+HEAVY_MODULES = ("torch", "hivemind", "lightning")  # the worker's, never the GUI's
 
 
 class TrayApp(QObject):
@@ -135,6 +136,7 @@ class TrayApp(QObject):
                 window.hide()
         self.state.expect_stop()
         self.bridge.stop()
+        self.dump()
         logger.info("Quit")
         QTimer.singleShot(0, self._on_quit)  # also works when the event loop has not started yet
 
@@ -374,6 +376,7 @@ class TrayApp(QObject):
                 "status_window": self.status is not None and self.status.isVisible(),
                 "status_opened": self.status_opened,
                 "quitting": self.quitting,
+                "heavy_modules": sorted(m for m in HEAVY_MODULES if m in sys.modules),
             },
         )
 
