@@ -17,6 +17,7 @@ Commands: {"cmd": "pause", "when": "now" | "step"}, {"cmd": "resume"}, {"cmd": "
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Final, Literal
 
@@ -51,8 +52,22 @@ def make_event(type_: str, **fields: Any) -> Event:
 
 
 def encode(event: Event) -> str:
-    """One line of JSON, newline included."""
-    return json.dumps(event, separators=(",", ":"), allow_nan=False, default=str) + "\n"
+    """One line of JSON, newline included; NaN and infinities become null (JSON has neither)."""
+    try:
+        text = json.dumps(event, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(event), separators=(",", ":"), allow_nan=False, default=str)
+    return text + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def decode(line: str | bytes) -> Event | None:

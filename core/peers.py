@@ -11,6 +11,36 @@ INITIAL_PEERS_ENV = "INITIAL_PEERS"
 
 # The p2pd daemon shipped with hivemind 1.1.12 refuses to start with these transports.
 _UNSUPPORTED_PROTOCOLS = ("quic", "quic-v1", "webtransport")
+# Multiaddr protocols and the kind of value each takes (None: no value). Checked here, without hivemind,
+# so that the tray app can validate invites without loading torch.
+_PROTOCOLS: dict[str, str | None] = {
+    "ip4": "ip4",
+    "ip6": "ip6",
+    "dns": "host",
+    "dns4": "host",
+    "dns6": "host",
+    "dnsaddr": "host",
+    "tcp": "port",
+    "udp": "port",
+    "p2p": "peer",
+    "ipfs": "peer",
+    "sni": "host",
+    "certhash": "text",
+    "ws": None,
+    "wss": None,
+    "tls": None,
+    "noise": None,
+    "http": None,
+    "https": None,
+    "p2p-circuit": None,
+    "quic": None,
+    "quic-v1": None,
+    "webtransport": None,
+    "webrtc": None,
+    "webrtc-direct": None,
+}
+_BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BASE58 = set(_BASE58_ALPHABET)
 
 
 class PeerAddressError(ValueError):
@@ -52,22 +82,71 @@ def check_multiaddr(addr: str, what: str, need_peer_id: bool = False) -> None:
             f"{what}: {addr!r} is not a multiaddr; expected something like "
             "/ip4/203.0.113.5/tcp/31337/p2p/QmPeerId (copy it from the first peer's output)"
         )
-    protocols = parts[1::2]
+    protocols = _protocols(addr, what)
     for proto in _UNSUPPORTED_PROTOCOLS:
         if proto in protocols:
             raise PeerAddressError(
                 f"{what}: {addr!r} uses /{proto}, which hivemind 1.1.12's p2pd rejects; use a /tcp address"
             )
-    if need_peer_id and "p2p" not in protocols:
+    if need_peer_id and "p2p" not in protocols and "ipfs" not in protocols:
         raise PeerAddressError(
             f"{what}: {addr!r} has no /p2p/<peer id> part; copy the full address printed by the first peer"
         )
-    try:
-        from hivemind.utils.multiaddr import Multiaddr
 
-        Multiaddr(addr)
-    except Exception as e:  # the multiaddr library raises a zoo of types for bad input
-        raise PeerAddressError(f"{what}: {addr!r} is not a valid multiaddr ({e})") from None
+
+def _protocols(addr: str, what: str) -> list[str]:
+    """The protocol names of ``addr``, checking each value; PeerAddressError on anything malformed."""
+    parts = addr.split("/")[1:]
+    names: list[str] = []
+    index = 0
+    while index < len(parts):
+        name = parts[index]
+        if name not in _PROTOCOLS:
+            raise PeerAddressError(f"{what}: {addr!r} is not a valid multiaddr (unknown protocol /{name})")
+        names.append(name)
+        kind = _PROTOCOLS[name]
+        index += 1
+        if kind is None:
+            continue
+        if index >= len(parts) or not parts[index]:
+            raise PeerAddressError(f"{what}: {addr!r} is not a valid multiaddr (/{name} needs a value)")
+        if not _valid_value(kind, parts[index]):
+            raise PeerAddressError(
+                f"{what}: {addr!r} is not a valid multiaddr ({parts[index]!r} is not a valid /{name} value)"
+            )
+        index += 1
+    return names
+
+
+def _is_peer_id(value: str) -> bool:
+    """A base58 multihash: sha2-256 (Qm..., RSA keys) or identity (12D3KooW..., Ed25519 keys)."""
+    if not 32 <= len(value) <= 128 or not set(value) <= _BASE58:
+        return False
+    number = 0
+    for char in value:
+        number = number * 58 + _BASE58_ALPHABET.index(char)
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    raw = b"\0" * (len(value) - len(value.lstrip("1"))) + raw
+    if len(raw) < 2:
+        return False
+    code, size = raw[0], raw[1]
+    return code in (0x00, 0x12) and size == len(raw) - 2 and (code != 0x12 or size == 32)
+
+
+def _valid_value(kind: str, value: str) -> bool:
+    if kind in ("ip4", "ip6"):
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return ip.version == (4 if kind == "ip4" else 6)
+    if kind == "port":
+        return value.isdigit() and int(value) <= 65535
+    if kind == "peer":
+        return _is_peer_id(value)
+    if kind == "host":
+        return all(label and len(label) <= 63 for label in value.rstrip(".").split(".")) and len(value) <= 253
+    return True
 
 
 def _reachability(addr: str) -> int | None:

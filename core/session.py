@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from hiveling.core.collaboration import StepRate
@@ -95,6 +96,7 @@ class Totals:
     previous_samples: int = 0
     previous_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    fingerprints: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def total_samples(self) -> int:
@@ -154,6 +156,7 @@ def run_session(
         reporter.closing = True
     save_checkpoint(trainer, config.checkpoint_path, emit)
     del trainer, strategy
+    totals.fingerprints = reporter.fingerprints
     return reporter.outcome
 
 
@@ -208,8 +211,22 @@ class Reporter(Callback):
         self._last_progress = 0.0
         self._window = (time.monotonic(), 0)
         self._last_checkpoint_step: int | None = None
+        #: Parameter fingerprints right after the last collaborative steps, to show that peers agree.
+        self.fingerprints: dict[int, list[float]] = {}
+
+    def on_optimizer_step(self, optimizer: Any, *_: Any) -> None:
+        with torch.no_grad():
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            total = sum(float(p.detach().double().sum()) for p in params)
+            magnitude = sum(float(p.detach().double().abs().sum()) for p in params)
+        self.fingerprints[self.strategy.collaborative_step] = [total, magnitude]
+        for step in sorted(self.fingerprints)[:-20]:
+            del self.fingerprints[step]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizer = self.strategy.hivemind_optimizer
+        if optimizer is not None:
+            optimizer.opt.register_step_post_hook(self.on_optimizer_step)
         self.on_hello(self.strategy)
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
@@ -261,16 +278,15 @@ class Reporter(Callback):
         started, samples = self._window
         local = (self.totals.session_samples - samples) / max(now - started, 1e-6)
         self._window = (now, self.totals.session_samples)
-        peers, accumulated, eta, tracker_sps = 1, 0, None, 0.0
+        peers, accumulated, eta = 1, 0, None
         if optimizer is not None:
             from hivemind.utils import get_dht_time
 
             progress = optimizer.tracker.global_progress
             peers = max(int(progress.num_peers), 1)
             accumulated = int(progress.samples_accumulated)
-            tracker_sps = float(progress.samples_per_second)
             eta = max(0.0, float(progress.eta_next_epoch) - get_dht_time())
-        collab = self.rate.update(step, self.config.spec.target_batch_size, now) or tracker_sps
+        collab = self.rate.update(step, self.config.spec.target_batch_size, now)
         return make_event(
             "progress",
             step=step,

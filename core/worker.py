@@ -66,25 +66,38 @@ class EventWriter:
                 pass  # the supervisor is gone; stdin's end will stop us
 
 
-def read_commands(stream: Any, controls: Controls, emit: EventWriter) -> None:
-    for line in stream:
-        command = decode_command(line)
-        if command is None:
-            if line.strip():
-                emit(
-                    make_event(
-                        "log", level="warning", message=f"ignored unknown command: {line.strip()[:80]}"
-                    )
-                )
-            continue
-        name = command["cmd"]
-        if name == "pause":
-            controls.request_pause("step" if command.get("when") == "step" else "now")
-        elif name == "resume":
-            controls.request_resume()
-        else:
-            controls.request_stop()
+def read_commands(fd: int, controls: Controls, emit: EventWriter) -> None:
+    """Reads commands from a raw descriptor until it closes, then asks to stop."""
+    pending = b""
+    while chunk := _read(fd):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            handle_command(line.decode("utf-8", "replace"), controls, emit)
     controls.request_stop()
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
+def handle_command(line: str, controls: Controls, emit: EventWriter) -> None:
+    command = decode_command(line)
+    if command is None:
+        if line.strip():
+            text = f"ignored unknown command: {line.strip()[:80]}"
+            emit(make_event("log", level="warning", message=text))
+        return
+    name = command["cmd"]
+    if name == "pause":
+        controls.request_pause("step" if command.get("when") == "step" else "now")
+    elif name == "resume":
+        controls.request_resume()
+    else:
+        controls.request_stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +172,9 @@ class Worker:
                 _save_totals(spec.run_id, totals)
                 if outcome != "paused":
                     reason = "reached the last step" if outcome == "finished" else "stopped"
-                    self.emit(make_event("state", state="stopped", reason=reason))
+                    self.emit(
+                        make_event("state", state="stopped", reason=reason, fingerprints=totals.fingerprints)
+                    )
                     return EXIT_OK
                 self._release(plan, device.kind)
                 if not self.controls.wait_while_paused():
@@ -315,12 +330,20 @@ class Worker:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hiveling.core.devices import TORCH_ENVIRONMENT
+
+    for name, value in TORCH_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)  # torch numbers GPUs as detection did
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     emit = EventWriter(sys.stdout)
     controls = Controls()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controls.request_stop())
-    threading.Thread(target=read_commands, args=(sys.stdin, controls, emit), daemon=True).start()
+    # Commands arrive on a private copy of stdin read without Python's buffered file: a child forked
+    # while a thread blocks in sys.stdin's reader (hivemind's DHT is one) would hang closing sys.stdin.
+    commands = os.dup(sys.stdin.fileno())
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    threading.Thread(target=read_commands, args=(commands, controls, emit), daemon=True).start()
     emit(make_event("state", state="starting", reason="starting the worker"))
     try:
         code = Worker(args, emit, controls).run()

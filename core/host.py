@@ -1,0 +1,236 @@
+"""The organizer's side: ``hiveling host --recipe NAME`` starts a run and prints its invite.
+
+The host keeps the organizer key (created once), runs the run's bootstrap peer as a worker that also
+trains and checkpoints the collaboration's state, and turns the worker's addresses into an invite.
+The peer identity and the port are stable, so a restarted host prints the same invite.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hiveling.core import paths
+from hiveling.core.events import Event
+from hiveling.core.run import RunSpec
+from hiveling.core.supervisor import Supervisor, WorkerOptions
+
+DEFAULT_PORT = 31330
+KEY_FILE = "organizer.key"
+
+
+class HostError(Exception):
+    """Bad host options; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    recipe: str
+    run_name: str | None = None
+    target_batch_size: int | None = None
+    hparams: Mapping[str, Any] = field(default_factory=dict)
+    port: int = DEFAULT_PORT
+    local: bool = False  # 127.0.0.1 only: demos and tests
+    announce: tuple[str, ...] = ()
+    expires_in: timedelta = timedelta(days=30)
+    device: str = "cpu"
+    batch_size: int | None = None
+    cpu_threads: int | None = None
+    checkpoint_every: int = 20
+    max_step: int | None = None
+    progress_interval: float = 2.0
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, RunSpec]:
+    """The organizer key and the run it hosts (pure apart from creating the key on first use)."""
+    from hiveling.core.invite import OrganizerKey, run_id_for
+    from hiveling.core.recipes import RecipeError, find_recipe
+
+    try:
+        recipe = find_recipe(options.recipe)
+        hparams = recipe.hyperparameters(options.hparams)
+    except RecipeError as error:
+        raise HostError(str(error)) from error
+    target = options.target_batch_size or recipe.needs.default_batch_size * 16
+    if target < 1:
+        raise HostError(f"--target-batch-size must be at least 1, got {target}")
+    key = OrganizerKey.load_or_create(key_path or paths.config_dir() / KEY_FILE)
+    name = options.run_name or f"{recipe.title}"
+    spec = RunSpec(
+        run_id=run_id_for(key.public_bytes, name),
+        run_name=name,
+        recipe=recipe.name,
+        recipe_version=recipe.version,
+        target_batch_size=target,
+        hparams=hparams,
+    )
+    return key, spec
+
+
+def listen_addresses(options: HostOptions) -> tuple[str, ...]:
+    host = "127.0.0.1" if options.local else "0.0.0.0"
+    return (f"/ip4/{host}/tcp/{options.port}",)
+
+
+def invite_peers(addresses: Sequence[str], options: HostOptions, limit: int = 3) -> list[str]:
+    """The addresses an invite carries: announced ones, else the reachable ones the worker saw."""
+    if options.announce:
+        return list(options.announce)[:limit]
+    usable = [a for a in addresses if options.local or not a.startswith("/ip4/127.")]
+    return (usable or list(addresses))[:limit]
+
+
+class Host:
+    """Runs the host worker and makes the invite once the worker knows its addresses."""
+
+    def __init__(
+        self, options: HostOptions, on_event: Callable[[Event], None], key_path: Path | None = None
+    ) -> None:
+        self.options = options
+        self.on_event = on_event
+        self.key, self.spec = plan_run(options, key_path)
+        self.invite: Any = None
+        self.invite_ready = threading.Event()
+        self.supervisor = Supervisor(
+            WorkerOptions(
+                run_spec=self.spec,
+                role="host",
+                device=options.device,
+                batch_size=options.batch_size,
+                cpu_threads=options.cpu_threads,
+                listen=listen_addresses(options),
+                announce=options.announce,
+                checkpoint_every=options.checkpoint_every,
+                max_step=options.max_step,
+                progress_interval=options.progress_interval,
+                env=options.env,
+            ),
+            self._handle,
+        )
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+    def _handle(self, event: Event) -> None:
+        if event.get("type") == "hello" and self.invite is None:
+            from hiveling.core.invite import make_invite
+
+            peers = invite_peers(list(event.get("addresses") or []), self.options)
+            self.invite = make_invite(
+                self.key,
+                run_name=self.spec.run_name,
+                recipe=self.spec.recipe,
+                recipe_version=self.spec.recipe_version,
+                hparams=self.spec.hparams,
+                target_batch_size=self.spec.target_batch_size,
+                peers=peers,
+                expires=self.options.expires_in,
+            )
+            self.invite_ready.set()
+            self.on_event(event)
+            self.on_event(
+                {
+                    "v": 1,
+                    "type": "invite",
+                    "token": self.invite.token,
+                    "link": self.invite.link,
+                    "fingerprint": self.invite.fingerprint,
+                    "run_id": self.spec.run_id,
+                    "run_name": self.spec.run_name,
+                    "peers": peers,
+                    "expires": self.invite.expires.isoformat(),
+                }
+            )
+            return
+        self.on_event(event)
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set lr=0.001 --set layers=4`` as hyperparameters; values are read as JSON where they parse."""
+    import json
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise HostError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw
+    return values
+
+
+def run_host(args: Any) -> int:
+    """The ``hiveling host`` command: start, print the invite, show progress until interrupted."""
+    import sys
+
+    from hiveling.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, expires_in, wait_for_signal_or
+
+    output = Output(args.json)
+    try:
+        options = HostOptions(
+            recipe=args.recipe,
+            run_name=args.run_name,
+            target_batch_size=args.target_batch_size,
+            hparams=parse_assignments(args.set),
+            port=args.port if args.port is not None else (0 if args.local else DEFAULT_PORT),
+            local=args.local,
+            announce=tuple(args.announce),
+            expires_in=expires_in(args.expires_days),
+            device=args.device,
+            batch_size=args.batch_size,
+            cpu_threads=args.cpu_threads,
+            checkpoint_every=args.checkpoint_every,
+            max_step=args.max_step,
+            progress_interval=args.progress_interval,
+        )
+        host = Host(options, output)
+    except HostError as error:
+        print(f"hiveling host: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    output.say(f"Starting run “{host.spec.run_name}” ({host.spec.recipe}), organizer {host.key.fingerprint}")
+    host.start()
+
+    def show_invite() -> None:
+        if not host.invite_ready.wait(timeout=None) or output.done.is_set():
+            return
+        from hiveling.core import qr
+
+        invite = host.invite
+        png = Path(args.qr_png) if args.qr_png else paths.run_dir(host.spec.run_id) / "invite.png"
+        try:
+            qr.write_png(invite.token, png)
+        except OSError as error:
+            output.say(f"Warning: could not write the QR code to {png}: {error.strerror or error}")
+        output.say("")
+        output.say("Invite (volunteers paste this, or scan the QR code):")
+        output.say(invite.token)
+        output.say(qr.terminal_text(invite.link))
+        output.say(f"Link: {invite.link}")
+        output.say(f"QR code image: {png}")
+        output.say(f"Volunteers join with: hiveling --headless --invite {invite.token}")
+        if not options.local and not options.announce:
+            output.say(
+                f"Volunteers outside this network need TCP port {options.port} forwarded to this machine, "
+                "or --announce /ip4/PUBLIC_IP/tcp/PORT"
+            )
+        output.say("")
+
+    import threading
+
+    threading.Thread(target=show_invite, daemon=True).start()
+    interrupted = wait_for_signal_or(output.done)
+    host.stop()
+    if interrupted or (output.fatal is None and host.supervisor.exit_code in (0, None)):
+        output.say("Host stopped; the run's state is saved and training resumes from it next time.")
+        return EXIT_OK
+    return EXIT_FAILED

@@ -1,0 +1,97 @@
+"""``hiveling --headless --invite TOKEN``: a volunteer without the tray app."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hiveling.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, wait_for_signal_or
+from hiveling.core.config import load_settings
+from hiveling.core.supervisor import Supervisor, WorkerOptions
+
+
+def read_invite_text(args: argparse.Namespace) -> str:
+    if args.invite_file is not None:
+        try:
+            return Path(args.invite_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise UsageError(
+                f"cannot read the invite file {args.invite_file}: {error.strerror or error}"
+            ) from error
+    if args.invite == "-":
+        return sys.stdin.read()
+    return str(args.invite)
+
+
+def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
+    settings = load_settings()
+    for flag in ("batch_size", "cpu_threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return WorkerOptions(
+        invite=token,
+        device=args.device or settings.device,
+        batch_size=args.batch_size,
+        memory_cap_gb=args.memory_cap_gb if args.memory_cap_gb is not None else settings.memory_cap_gb,
+        cpu_threads=args.cpu_threads or settings.cpu_threads,
+        listen=tuple(args.listen),
+        announce=tuple(args.announce_addr),
+        max_step=args.max_step,
+        progress_interval=args.progress_interval,
+    )
+
+
+def run_volunteer(args: argparse.Namespace) -> int:
+    from hiveling.core.invite import InviteError, parse_invite
+
+    try:
+        invite = parse_invite(read_invite_text(args))
+    except InviteError as error:
+        print(f"hiveling: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    options = options_from(args, invite.token)
+    output = Output(args.json)
+    if not args.json:
+        from hiveling.core.report import describe_invite
+
+        for line in describe_invite(invite):
+            output.say(line)
+        fit = describe_machine(invite, options)
+        if fit:
+            output.say(fit)
+    supervisor = Supervisor(options, output)
+    supervisor.start()
+    interrupted = wait_for_signal_or(output.done)
+    if interrupted:
+        output.say("Stopping (the current step is left to the other peers)…")
+    supervisor.stop()
+    if output.last_progress is not None:
+        total = output.last_progress.get("total_samples") or 0
+        output.say(f"This machine has contributed {total:,} samples to {invite.run_name}.")
+    if interrupted:
+        return EXIT_OK
+    if output.fatal is not None:
+        code = output.fatal.get("code")
+        return EXIT_USAGE if code in ("bad_invite", "unknown_recipe", "device", "bad_option") else EXIT_FAILED
+    return EXIT_OK if supervisor.state == "stopped" and supervisor.exit_code in (0, None) else EXIT_FAILED
+
+
+def describe_machine(invite: object, options: WorkerOptions) -> str | None:
+    """The recipe's needs against this machine, or a one-line reason why it cannot join (None: unknown)."""
+    from hiveling.core.devices import DeviceError, choose_device, detect_devices, fit_batch_size
+    from hiveling.core.recipes import RecipeError, find_recipe
+    from hiveling.core.report import describe_fit
+
+    try:
+        recipe = find_recipe(invite.recipe, invite.recipe_version)  # type: ignore[attr-defined]
+        device = choose_device(detect_devices(), options.device)
+        cap = None if options.memory_cap_gb is None else int(options.memory_cap_gb * 2**30)
+        batch = options.batch_size or fit_batch_size(recipe.needs, device, cap)
+    except (RecipeError, DeviceError) as error:
+        return f"Cannot join: {error}"
+    return describe_fit(recipe, device, batch)
+
+
+__all__ = ["run_volunteer", "EXIT_OK"]
