@@ -363,6 +363,7 @@ def run_python(code: str, path: Path | None = None) -> dict[str, Any]:
 
 
 def test_installed_plugin_is_found_and_broken_plugins_hide_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", reason="pip builds the example offline with the installed setuptools")
     source = tmp_path / "source"
     shutil.copytree(EXAMPLE, source)  # building in place would leave build/ in the checkout
     site = tmp_path / "site"
