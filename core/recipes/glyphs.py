@@ -139,7 +139,7 @@ def draw_glyph(
 
 @functools.lru_cache(maxsize=2)
 def render_pool(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` glyph images (uint8) and their labels, the same for the same seed on every machine."""
+    """``count`` glyph images (uint8) and their labels; the same seed and Pillow give the same pool."""
     rng = random.Random(seed)
     labels = []
     images = []
