@@ -47,7 +47,9 @@ def display(tmp_path: Path) -> Iterator[str]:
     """A fresh Xvfb (on a free display number it picks) with a trayer system tray."""
     read, write = os.pipe()
     xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        # -noreset: by default the server resets when its last client leaves (the Qt probe below),
+        # and a client connecting during the reset is refused.
+        ["Xvfb", "-noreset", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
         pass_fds=(write,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
