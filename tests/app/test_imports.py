@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import hiveling.app
 from tests.conftest import wait_until
 
@@ -115,11 +113,6 @@ def test_the_running_app_loads_no_training_stack(tmp_path: Path) -> None:
     assert report == {"heavy": [], "look": "not_joined", "logs": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hiveling.core.invite -> core.peers.check_multiaddr imports hivemind (and torch) to check "
-    "addresses: parsing an invite in the GUI loads the training stack; core must check without hivemind",
-)
 def test_a_joined_app_parses_its_invite_without_the_training_stack(tmp_path: Path) -> None:
     from tests.app.test_tray import invite_token
 
