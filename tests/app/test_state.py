@@ -309,3 +309,34 @@ def test_formats_read_like_people_write() -> None:
     ]
     assert format_hours(1800) == "0.50 h"
     assert format_hours(3600 * 1234) == "1,234.0 h"
+
+
+def test_a_stream_recorded_from_the_real_worker_reads_as_it_happened() -> None:
+    """recorded_glyphs.jsonl: a real worker (glyphs recipe) joined a local host, paused after a step,
+    resumed, and was stopped by its supervisor."""
+    state = joined()
+    seen: list[tuple[str, str]] = []
+    for item in read_stream((FIXTURES / "recorded_glyphs.jsonl").read_bytes(), 128):
+        if item["type"] == "state" and item["state"] == "pausing":
+            state.set_hold("by you")  # what the app does when the volunteer chooses "Pause after this step"
+        if item["type"] == "state" and item["state"] == "connecting" and state.hold:
+            state.set_hold(None)  # ... and "Start"
+        if item["type"] == "state" and item["state"] == "stopped":
+            state.expect_stop()  # ... and Quit
+        state.apply(item)
+        if not seen or seen[-1] != (state.look, state.status_line.split(":")[0]):
+            seen.append((state.look, state.status_line.split(":")[0]))
+    assert seen == [
+        ("connecting", "Connecting"),
+        ("training", "Training"),
+        ("paused", "Pausing"),
+        ("paused", "Paused"),
+        ("connecting", "Connecting"),
+        ("training", "Training"),
+        ("paused", "Stopped"),
+    ]
+    assert state.device_id == "cpu"
+    assert state.progress.step == 95
+    assert state.progress.total_samples == 16128
+    assert not state.finished
+    assert state.status_line == "Stopped: choose Start to train again"
