@@ -286,6 +286,7 @@ class Reporter(Callback):
             peers = max(int(progress.num_peers), 1)
             accumulated = int(progress.samples_accumulated)
             eta = max(0.0, float(progress.eta_next_epoch) - get_dht_time())
+            eta = eta if eta < 86400 else None  # hivemind's "no estimate yet" is a huge number
         collab = self.rate.update(step, self.config.spec.target_batch_size, now)
         return make_event(
             "progress",

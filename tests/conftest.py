@@ -110,3 +110,23 @@ def no_leaks() -> Iterator[None]:
         return not new_threads
 
     assert wait_until(threads_done, timeout=10), f"test leaked threads: {[t.name for t in new_threads]}"
+
+
+@pytest.fixture
+def hiveling_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HIVELING_HOME for this test: settings, logs, identities and checkpoints under tmp_path."""
+    home = tmp_path / "hiveling-home"
+    monkeypatch.setenv("HIVELING_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def local_invite(tmp_path: Path) -> Iterator[str]:
+    """The invite of a real host on 127.0.0.1 (glyph recipe, target batch 256), stopped afterwards."""
+    from tests.support.cli import start_local_host
+
+    host, token = start_local_host(tmp_path / "host-home")
+    try:
+        yield token
+    finally:
+        host.stop()
