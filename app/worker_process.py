@@ -84,7 +84,7 @@ class WorkerBridge(QObject):
         """Starts a worker with ``options`` (stopping the one running first, if any)."""
         self.stop()
         self.options = options
-        self._supervisor = self._factory(options, self._arrived.emit)
+        self._supervisor = self._factory(options, self._forward)
         self._supervisor.start()
 
     def pause(self, when: str = "now") -> None:
@@ -103,6 +103,13 @@ class WorkerBridge(QObject):
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return self._supervisor.log_tail(lines) if self._supervisor is not None else []
+
+    def _forward(self, event: Event) -> None:
+        """Runs on the supervisor's threads: queue the event for the Qt thread."""
+        try:
+            self._arrived.emit(event)
+        except RuntimeError:  # the bridge is gone (the app quit) while a worker still spoke
+            logger.debug("Dropped a %s event after the app closed", event.get("type"))
 
     def _deliver(self, event: Event) -> None:
         if event.get("type") == "log":
