@@ -6,7 +6,13 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.hiveling-installed
 
-.PHONY: demo test lint bench clean
+# The tray's end-to-end test needs an X server, a tray host and xdotool; Qt's xcb plugin needs a few
+# libraries. Installed when missing and we may (root with apt-get, as in CI); the test skips otherwise.
+APT_TOOLS := xvfb trayer xdotool imagemagick x11-utils
+APT_LIBRARIES := libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 \
+	libxcb-randr0 libxcb-render-util0 libxcb-image0
+
+.PHONY: demo test lint bench clean system-packages
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,14 +25,30 @@ $(STAMP): pyproject.toml Makefile
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m hiveling.core.trial
+	$(VENV)/bin/hiveling demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+system-packages:
+	@if ! command -v Xvfb >/dev/null || ! command -v trayer >/dev/null || ! command -v xdotool >/dev/null \
+		|| ! command -v import >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing the X test tools: $(APT_TOOLS)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				$(APT_TOOLS) >/dev/null) || echo "Could not install them: the X end-to-end test will be skipped"; \
+			for lib in $(APT_LIBRARIES); do \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$lib >/dev/null 2>&1 \
+					|| echo "(no $$lib here)"; \
+			done; \
+		else \
+			echo "Xvfb/trayer/xdotool/imagemagick missing: the X end-to-end test will be skipped"; \
+		fi; \
+	fi
+
+test: lint system-packages
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -267,4 +267,7 @@ def expires_in(days: float) -> timedelta:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy: other modules raise hiveling.core.cli's errors.
+    from hiveling.core.cli import main as cli_main
+
+    sys.exit(cli_main())

@@ -67,7 +67,8 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         recipe=recipe.name,
         recipe_version=recipe.version,
         target_batch_size=target,
-        hparams=hparams,
+        # Only what differs from the recipe's defaults travels: invites stay short enough for a QR code.
+        hparams={k: v for k, v in hparams.items() if recipe.defaults.get(k) != v},
     )
     return key, spec
 

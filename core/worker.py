@@ -337,8 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     emit = EventWriter(sys.stdout)
     controls = Controls()
+    def on_signal(*_: Any) -> None:
+        if controls.stop_requested:  # asked twice: the polite way is stuck, leave now
+            os._exit(EXIT_CRASH)
+        controls.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: controls.request_stop())
+        signal.signal(sig, on_signal)
     # Commands arrive on a private copy of stdin read without Python's buffered file: a child forked
     # while a thread blocks in sys.stdin's reader (hivemind's DHT is one) would hang closing sys.stdin.
     commands = os.dup(sys.stdin.fileno())

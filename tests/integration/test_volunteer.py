@@ -1,0 +1,243 @@
+"""The volunteer journey without a GUI: a real host, real headless volunteers, a real supervised worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hiveling.core.supervisor import RestartPolicy, Supervisor, WorkerOptions
+from tests.support.cli import Cli, start_local_host
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+Event = dict[str, Any]
+
+
+class Recorder:
+    """Collects a supervisor's events; waits on them with a timeout."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 90, after: int = 0) -> Event:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                match = next((e for e in self.events[after:] if predicate(e)), None)
+                if match is not None:
+                    return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"timed out; last events: {self.events[-8:]}")
+                self.changed.wait(remaining)
+
+    def mark(self) -> int:
+        with self.changed:
+            return len(self.events)
+
+
+def progress(e: Event) -> bool:
+    return e.get("type") == "progress"
+
+
+def state(name: str) -> Callable[[Event], bool]:
+    return lambda e: e.get("type") == "state" and e.get("state") == name
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[tuple[Cli, str]]:
+    started = start_local_host(tmp_path / "host")
+    yield started
+    started[0].stop()
+
+
+@pytest.fixture
+def supervised(tmp_path: Path) -> Iterator[Callable[..., tuple[Supervisor, Recorder]]]:
+    made: list[Supervisor] = []
+
+    def make(invite: str, name: str = "volunteer", **options: Any) -> tuple[Supervisor, Recorder]:
+        recorder = Recorder()
+        worker = WorkerOptions(
+            invite=invite,
+            device="cpu",
+            batch_size=32,
+            cpu_threads=1,
+            listen=LOOPBACK,
+            progress_interval=0.5,
+            env={"HIVELING_HOME": str(tmp_path / name)},
+            **options,
+        )
+        supervisor = Supervisor(worker, recorder, policy=RestartPolicy(first_delay=0.2, max_delay=1.0))
+        made.append(supervisor)
+        supervisor.start()
+        return supervisor, recorder
+
+    yield make
+    for supervisor in made:
+        supervisor.stop()
+
+
+def test_a_host_and_two_headless_volunteers_train_together(host: tuple[Cli, str], tmp_path: Path) -> None:
+    _, invite = host
+    volunteers = [
+        Cli(
+            [
+                "--headless",
+                "--invite",
+                invite,
+                "--json",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "32",
+                "--cpu-threads",
+                "1",
+                "--listen",
+                LOOPBACK[0],
+                "--progress-interval",
+                "0.5",
+            ],
+            tmp_path / f"v{i}",
+        )
+        for i in range(2)
+    ]
+    try:
+        hellos = [v.wait_for(lambda e: e.get("type") == "hello", timeout=120) for v in volunteers]
+        assert hellos[0]["peer_id"] != hellos[1]["peer_id"]
+        assert all(h["device"]["kind"] == "cpu" and h["role"] == "volunteer" for h in hellos)
+        together = [v.wait_for(lambda e: progress(e) and e["peers"] == 3, timeout=120) for v in volunteers]
+        later = [
+            v.wait_for(lambda e, s=t["step"]: progress(e) and e["step"] >= s + 2, timeout=120)
+            for v, t in zip(volunteers, together, strict=True)
+        ]
+        for event in later:
+            assert event["target_batch_size"] == 256
+            assert event["local_sps"] > 0
+            assert event["session_samples"] > 0
+            assert event["loss"] is not None
+        volunteers[0].send_signal(signal.SIGINT)
+        assert volunteers[0].wait() == 0
+        assert any(e.get("type") == "bye" for e in volunteers[0].events)
+        assert any(state("stopped")(e) for e in volunteers[0].events)
+    finally:
+        for volunteer in volunteers:
+            volunteer.stop()
+
+
+def test_pause_now_frees_the_worker_quickly_and_resume_catches_up(
+    host: tuple[Cli, str], supervised: Any
+) -> None:
+    _, invite = host
+    supervisor, events = supervised(invite)
+    events.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=120)
+    mark = events.mark()
+    asked = time.monotonic()
+    supervisor.pause("now")
+    paused = events.wait_for(state("paused"), timeout=10, after=mark)
+    assert time.monotonic() - asked <= 2.5, "paused (device memory released) within about 2 seconds"
+    assert paused.get("device_memory_bytes", 0) == 0 or paused.get("source") == "supervisor"
+    step_at_pause = max((e["step"] for e in events.events if progress(e)), default=0)
+    supervisor.resume()
+    resumed = events.wait_for(lambda e: progress(e) and e["step"] > step_at_pause, timeout=120, after=mark)
+    assert resumed["peers"] == 2
+
+
+def test_pause_after_this_step_keeps_the_work_done(host: tuple[Cli, str], supervised: Any) -> None:
+    _, invite = host
+    supervisor, events = supervised(invite)
+    first = events.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=120)
+    mark = events.mark()
+    supervisor.pause("step")
+    events.wait_for(state("pausing"), timeout=30, after=mark)
+    paused = events.wait_for(state("paused"), timeout=60, after=mark)
+    steps = [e["step"] for e in events.events[mark:] if progress(e)]
+    assert paused.get("source") != "supervisor", "the worker paused by itself, at a step boundary"
+    assert max(steps, default=first["step"]) >= first["step"]
+    supervisor.resume()
+    events.wait_for(state("training"), timeout=120, after=events.mark())
+
+
+def test_a_killed_worker_is_restarted_and_catches_up(host: tuple[Cli, str], supervised: Any) -> None:
+    _, invite = host
+    supervisor, events = supervised(invite)
+    hello = events.wait_for(lambda e: e.get("type") == "hello", timeout=120)
+    before = events.wait_for(lambda e: progress(e) and e["peers"] == 2 and e["step"] >= 2, timeout=120)
+    mark = events.mark()
+    pid = supervisor.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    events.wait_for(state("restarting"), timeout=30, after=mark)
+    again = events.wait_for(lambda e: e.get("type") == "hello", timeout=120, after=mark)
+    assert again["peer_id"] == hello["peer_id"], "the same identity after a restart"
+    resumed = events.wait_for(progress, timeout=120, after=events.events.index(again))
+    assert resumed["step"] >= before["step"], "caught up from the peers, not from scratch"
+
+
+def test_a_worker_that_keeps_crashing_is_given_up_with_its_log(tmp_path: Path) -> None:
+    from hiveling.core.run import RunSpec
+
+    events = Recorder()
+    spec = RunSpec("crash", "crash", "glyphs", "1.0", 64)
+    options = WorkerOptions(
+        run_spec=spec,
+        role="host",
+        device="cpu",
+        listen=LOOPBACK,
+        strategy_options={"no_such_option": 1},  # HivemindStrategy raises TypeError: a crash every time
+        env={"HIVELING_HOME": str(tmp_path / "crash")},
+    )
+    supervisor = Supervisor(options, events, policy=RestartPolicy(first_delay=0.05, crash_loop_count=3))
+    supervisor.start()
+    try:
+        failure = events.wait_for(lambda e: e.get("code") == "crash_loop", timeout=120)
+        assert "no_such_option" in "\n".join(failure["log_tail"])
+        events.wait_for(state("failed"), timeout=10)
+        assert len([e for e in events.events if state("restarting")(e)]) == 2
+    finally:
+        supervisor.stop()
+
+
+def test_a_restarted_host_resumes_from_its_checkpoint_not_from_scratch(tmp_path: Path) -> None:
+    host, _ = start_local_host(tmp_path / "host")
+    try:
+        reached = host.wait_for(lambda e: progress(e) and e["step"] >= 7, timeout=120)
+    finally:
+        assert host.stop() == 0
+    saved = [e for e in host.events if e.get("type") == "log" and "checkpoint" in str(e.get("message"))]
+    assert saved, "the host saved checkpoints while training"
+    again, _ = start_local_host(tmp_path / "host")
+    try:
+        run_ids = [h.wait_for(lambda e: e.get("type") == "invite")["run_id"] for h in (host, again)]
+        assert run_ids[0] == run_ids[1], "the same organizer key and run name: the same run"
+        hello = again.wait_for(lambda e: e.get("type") == "hello", timeout=120)
+        assert hello["step"] >= reached["step"], "training continues where it stopped"
+    finally:
+        again.stop()
+
+
+def test_when_every_volunteer_left_a_newcomer_continues_from_the_last_step(
+    host: tuple[Cli, str], supervised: Any
+) -> None:
+    _, invite = host
+    first, first_events = supervised(invite, name="first")
+    last = first_events.wait_for(lambda e: progress(e) and e["peers"] == 2 and e["step"] >= 3, timeout=120)
+    first.stop()
+    _, later_events = supervised(invite, name="later")
+    first_progress = later_events.wait_for(progress, timeout=120)
+    assert first_progress["step"] >= last["step"]
+    joined = later_events.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=120)
+    assert joined["step"] >= last["step"]
