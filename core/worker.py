@@ -337,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     emit = EventWriter(sys.stdout)
     controls = Controls()
+
     def on_signal(*_: Any) -> None:
         if controls.stop_requested:  # asked twice: the polite way is stuck, leave now
             os._exit(EXIT_CRASH)
