@@ -224,7 +224,7 @@ class TrayApp(QObject):
             self.bridge.stop()
         self.apply_policy()
         if self.state.hold is not None:
-            why = f"Hiveling will train when it is no longer {self.state.hold}; Settings can change this."
+            why = f"Not now: {self.state.hold}. Settings… decide when Hiveling trains."
             self.notify(Notice("Training waits", why))
 
     def pause(self, when: str = "now") -> None:
@@ -305,6 +305,10 @@ class TrayApp(QObject):
         self.status.show()
         self.status.raise_()
         self.status.activateWindow()
+        for dialog in (self.join_dialog, self.settings_dialog):
+            if dialog is not None and dialog.isVisible():
+                dialog.raise_()  # a dialog left open behind other windows comes back too
+                dialog.activateWindow()
         self.dump()
 
     def open_logs(self) -> None:

@@ -230,6 +230,7 @@ def test_the_policy_pauses_on_battery_and_resumes_on_mains(qtbot: Any, make_app:
     h.app.tray.start_action.trigger()  # the volunteer insists; the settings still say no
     assert h.supervisors == []
     assert h.notices[-1].title == "Training waits"
+    assert h.notices[-1].message == "Not now: on battery. Settings… decide when Hiveling trains."
 
     h.machine.battery = False
     h.app.policy_timer.timeout.emit()
