@@ -80,6 +80,7 @@ def run_demo(seconds: float = 90.0, recipe: str | None = None, volunteers: int =
             HostOptions(
                 recipe=recipe,
                 run_name="Hiveling demo",
+                target_batch_size=512,
                 port=0,
                 local=True,
                 cpu_threads=1,
@@ -134,7 +135,8 @@ def follow(members: list[Member], seconds: float) -> None:
         loss = "?" if host.loss is None else f"{host.loss:.3f}"
         contributions = ", ".join(f"{m.name} {format_count(m.samples)}" for m in members[1:])
         print(
-            f"[{time.monotonic() - start:4.0f} s] step {host.step} · {host.peers} peers · "
+            f"[{time.monotonic() - start:4.0f} s] step {host.step} · "
+            f"{host.peers} peer{'' if host.peers == 1 else 's'} · "
             f"{format_count(host.collab_sps)} samples/s · loss {loss} · samples: {contributions}",
             flush=True,
         )
