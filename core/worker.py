@@ -351,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     threading.Thread(target=read_commands, args=(commands, controls, emit), daemon=True).start()
     emit(make_event("state", state="starting", reason="starting the worker"))
+    code = run_worker(args, emit, controls)
+    exit_soon(code)
+    return code
+
+
+def run_worker(args: argparse.Namespace, emit: EventWriter, controls: Controls) -> int:
     try:
         code = Worker(args, emit, controls).run()
         emit(make_event("bye", exit_code=code, reason="stopped"))
@@ -365,6 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit(make_event("error", code="crash", message=message, fatal=True))
         emit(make_event("bye", exit_code=EXIT_CRASH, reason="crash"))
         return EXIT_CRASH
+
+
+def exit_soon(code: int, grace: float = 10.0) -> None:
+    """After bye, a worker must end: a DHT child stuck at shutdown would otherwise keep it alive."""
+    import multiprocessing
+
+    def force() -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+        os._exit(code)
+
+    timer = threading.Timer(grace, force)
+    timer.daemon = True
+    timer.start()
 
 
 def _save_totals(run_id: str, totals: Totals) -> None:

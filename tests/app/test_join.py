@@ -360,10 +360,6 @@ print(",".join(sorted(m for m in ("torch", "hivemind", "lightning") if m in sys.
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hiveling.core.peers.check_multiaddr (used by parse_invite) imports hivemind, and with it torch",
-)
 def test_validating_an_invite_loads_no_training_library(invite: Invite, app_home: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", GUI_ONLY, invite.token],
