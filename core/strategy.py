@@ -62,6 +62,9 @@ class HivemindStrategy(Strategy):
         use_relay: Let peers behind NAT reach this one through relays.
         use_auto_relay: Look for relays to become reachable when this machine is behind NAT.
         identity_path: File with this peer's private key, for a stable peer id across restarts.
+        check_if_identity_free: Before joining with ``identity_path``, ask the initial peers whether that
+            identity is already in use (a second process with the same key file). Turn it off when this
+            same process rejoins, since peers may still remember its previous connection for a while.
         client_mode: Only make outgoing connections (firewalled machines). Such peers cannot be joined
             through and do not serve state to others.
         matchmaking_time: Seconds a peer waits for others to form an averaging group. Groups close
@@ -103,6 +106,7 @@ class HivemindStrategy(Strategy):
         use_relay: bool = True,
         use_auto_relay: bool = False,
         identity_path: str | None = None,
+        check_if_identity_free: bool = True,
         client_mode: bool = False,
         matchmaking_time: float = 5.0,
         averaging_timeout: float = 30.0,
@@ -153,6 +157,7 @@ class HivemindStrategy(Strategy):
             use_relay=use_relay,
             use_auto_relay=use_auto_relay,
             identity_path=identity_path,
+            check_if_identity_free=check_if_identity_free,
             # hivemind 1.1.12's Optimizer ignores an explicit client_mode and takes the DHT's instead.
             client_mode=client_mode,
         )

@@ -130,6 +130,9 @@ class Supervisor:
     # --- what the user asks ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._wanted == "paused":
+            self.resume()
+            return
         with self._lock:
             if self._wanted == "running" and self._manager is not None and self._manager.is_alive():
                 return
@@ -137,6 +140,17 @@ class Supervisor:
             self._paused_without_worker = False
             self._crashes.clear()
             self._consecutive = 0
+        self._start_manager()
+
+    def _start_manager(self) -> None:
+        """A new manager thread, once the previous one (and so its worker) is gone: never two workers."""
+        previous = self._manager
+        if previous is not None and previous is not threading.current_thread():
+            self._wake.set()
+            previous.join(self.stop_grace * 3 + 10)
+        with self._lock:
+            if self._wanted != "running":
+                return
             self._wake.clear()
             self._manager = threading.Thread(target=self._manage, name="hiveling-supervisor", daemon=True)
             self._manager.start()
@@ -155,12 +169,12 @@ class Supervisor:
             if self._wanted != "paused":
                 return
             self._wanted = "running"
-            if self._paused_without_worker:
-                self._paused_without_worker = False
-                self._manager = threading.Thread(target=self._manage, name="hiveling-supervisor", daemon=True)
-                self._manager.start()
-            else:
+            restart = self._paused_without_worker
+            self._paused_without_worker = False
+            if not restart:
                 self._send(make_command("resume"))
+        if restart:
+            self._start_manager()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stops the worker: the stop command, then SIGTERM, then SIGKILL to its whole process group."""
@@ -198,7 +212,10 @@ class Supervisor:
         """Runs the worker, and again after a crash, until asked to stop or the crashes loop."""
         while True:
             with self._lock:
-                if self._wanted == "stopped":
+                if self._manager is not threading.current_thread() or self._wanted == "stopped":
+                    return
+                if self._wanted == "paused":  # paused during a restart's backoff
+                    self._paused_without_worker = True
                     return
                 proc = self._spawn()
             started = time.monotonic()
@@ -211,8 +228,9 @@ class Supervisor:
                 self._proc = None
                 self.exit_code = code
                 wanted = self._wanted
-                if wanted == "paused" and self._paused_without_worker:
-                    return
+                if self._paused_without_worker or (wanted == "paused" and code != EXIT_OK):
+                    self._paused_without_worker = True
+                    return  # stopped (or died) while paused: resume() starts a new worker
             if wanted == "stopped" or code == EXIT_OK:
                 with self._lock:
                     self._wanted = "stopped"

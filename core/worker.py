@@ -172,15 +172,16 @@ class Worker:
                 _save_totals(spec.run_id, totals)
                 if outcome != "paused":
                     reason = "reached the last step" if outcome == "finished" else "stopped"
-                    self.emit(
-                        make_event("state", state="stopped", reason=reason, fingerprints=totals.fingerprints)
-                    )
+                    stopped = make_event("state", state="stopped", reason=reason, outcome=outcome)
+                    self.emit({**stopped, "fingerprints": totals.fingerprints})
                     return EXIT_OK
                 self._release(plan, device.kind)
                 if not self.controls.wait_while_paused():
                     self.emit(make_event("state", state="stopped", reason="stopped while paused"))
                     return EXIT_OK
                 session.batch_size = batch_size
+                # The peers may still remember this process's previous connection under the same id.
+                session.strategy_options = {**session.strategy_options, "check_if_identity_free": False}
         finally:
             _save_totals(spec.run_id, totals)
 

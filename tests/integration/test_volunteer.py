@@ -152,8 +152,24 @@ def test_pause_now_frees_the_worker_quickly_and_resume_catches_up(
     assert paused.get("device_memory_bytes", 0) == 0 or paused.get("source") == "supervisor"
     step_at_pause = max((e["step"] for e in events.events if progress(e)), default=0)
     supervisor.resume()
-    resumed = events.wait_for(lambda e: progress(e) and e["step"] > step_at_pause, timeout=120, after=mark)
-    assert resumed["peers"] == 2
+    events.wait_for(lambda e: progress(e) and e["step"] > step_at_pause, timeout=120, after=mark)
+    # A volunteer clicking Pause then Start at once must not end up with two workers.
+    supervisor.pause("now")
+    supervisor.resume()
+    events.wait_for(progress, timeout=120, after=events.mark())
+    assert len(worker_processes()) == 1
+
+
+def worker_processes() -> list[int]:
+    """Workers this test process started (their own children share their command line)."""
+    from tests.conftest import _cmdline
+
+    children = [
+        int(pid)
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    return [pid for pid in children if "hiveling.core.worker" in _cmdline(pid)]
 
 
 def test_pause_after_this_step_keeps_the_work_done(host: tuple[Cli, str], supervised: Any) -> None:
