@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"hiveling: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # HIVELING_HOME or the platform folders cannot be written
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"hiveling: cannot use Hiveling's folders{where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -211,6 +215,7 @@ class Output:
         self.done = threading.Event()
         self.fatal: Event | None = None
         self.last_progress: Event | None = None
+        self.bye_code: int | None = None
 
     def __call__(self, event: Event) -> None:
         from hiveling.core.report import describe_event
@@ -233,8 +238,10 @@ class Output:
             and event.get("source") == "supervisor"
         ):
             self.done.set()
-        if kind == "bye" and event.get("exit_code") in (0, 2):
-            self.done.set()
+        if kind == "bye":
+            self.bye_code = event.get("exit_code")
+            if self.bye_code in (0, 2):
+                self.done.set()
 
     def say(self, line: str) -> None:
         if not self.as_json:
@@ -250,19 +257,22 @@ def wait_for_signal_or(done: threading.Event) -> bool:
         asked.set()
         done.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    def still_stopping(*_: Any) -> None:
+        print("Still stopping the worker; it is stopped for good within a few seconds.", file=sys.stderr)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    while not done.wait(0.5):
+        pass
+    # The caller stops the worker next: a second Ctrl-C must not abandon it half-stopped.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, still_stopping)
     return asked.is_set()
 
 
 def expires_in(days: float) -> timedelta:
-    if days <= 0:
-        raise UsageError(f"--expires-days must be positive, got {days}")
+    if not 0 < days <= 36500:  # also refuses nan
+        raise UsageError(f"--expires-days must be between 0 and 36500, got {days}")
     return timedelta(days=days)
 
 

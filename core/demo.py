@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hiveling.core.events import Event
-from hiveling.core.host import Host, HostOptions
+from hiveling.core.host import Host, HostOptions, free_port
 from hiveling.core.report import format_count
 from hiveling.core.supervisor import Supervisor, WorkerOptions
 
@@ -81,7 +81,7 @@ def run_demo(seconds: float = 90.0, recipe: str | None = None, volunteers: int =
                 recipe=recipe,
                 run_name="Hiveling demo",
                 target_batch_size=512,
-                port=0,
+                port=free_port(),
                 local=True,
                 cpu_threads=1,
                 checkpoint_every=10,

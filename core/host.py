@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from hiveling.core import paths
-from hiveling.core.events import Event
+from hiveling.core.events import Event, make_event
 from hiveling.core.run import RunSpec
 from hiveling.core.supervisor import Supervisor, WorkerOptions
 
 DEFAULT_PORT = 31330
+# Stands for the host's own address while checking that everything else fits in an invite.
+PLACEHOLDER_PEER = "/ip4/127.0.0.1/tcp/1/p2p/QmXoypizjW3WknFiJnKLwHCnL72vedxjQkDDP1mXWo6uco"
 KEY_FILE = "organizer.key"
 
 
@@ -48,7 +50,9 @@ class HostOptions:
 
 def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, RunSpec]:
     """The organizer key and the run it hosts (pure apart from creating the key on first use)."""
-    from hiveling.core.invite import OrganizerKey, run_id_for
+    from hiveling.core.invite import InviteError, OrganizerKey, make_invite, run_id_for
+    from hiveling.core.keys import OrganizerKeyError
+    from hiveling.core.peers import PeerAddressError, check_multiaddrs
     from hiveling.core.recipes import RecipeError, find_recipe
 
     try:
@@ -56,10 +60,20 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         hparams = recipe.hyperparameters(options.hparams)
     except RecipeError as error:
         raise HostError(str(error)) from error
-    target = options.target_batch_size or recipe.needs.default_batch_size * 16
-    if target < 1:
-        raise HostError(f"--target-batch-size must be at least 1, got {target}")
-    key = OrganizerKey.load_or_create(key_path or paths.config_dir() / KEY_FILE)
+    check_options(options)
+    try:
+        check_multiaddrs(list(options.announce), "--announce")
+    except PeerAddressError as error:
+        raise HostError(str(error)) from error
+    target = (
+        recipe.needs.default_batch_size * 16
+        if options.target_batch_size is None
+        else options.target_batch_size
+    )
+    try:
+        key = OrganizerKey.load_or_create(key_path or paths.config_dir() / KEY_FILE)
+    except (OrganizerKeyError, OSError) as error:
+        raise HostError(str(error)) from error
     name = options.run_name or f"{recipe.title}"
     spec = RunSpec(
         run_id=run_id_for(key.public_bytes, name),
@@ -70,7 +84,43 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         # Only what differs from the recipe's defaults travels: invites stay short enough for a QR code.
         hparams={k: v for k, v in hparams.items() if recipe.defaults.get(k) != v},
     )
+    try:  # everything but the addresses, which only the running worker knows
+        make_invite(
+            key,
+            run_name=spec.run_name,
+            recipe=spec.recipe,
+            recipe_version=spec.recipe_version,
+            hparams=spec.hparams,
+            target_batch_size=spec.target_batch_size,
+            peers=[PLACEHOLDER_PEER],
+            expires=options.expires_in,
+        )
+    except InviteError as error:
+        raise HostError(str(error)) from error
     return key, spec
+
+
+def check_options(options: HostOptions) -> None:
+    if options.target_batch_size is not None and options.target_batch_size < 1:
+        raise HostError(f"--target-batch-size must be at least 1, got {options.target_batch_size}")
+    if not 0 <= options.port <= 65535:
+        raise HostError(f"--port must be between 1 and 65535 (0: any free port), got {options.port}")
+    for flag, value in (
+        ("--checkpoint-every", options.checkpoint_every),
+        ("--cpu-threads", options.cpu_threads),
+        ("--batch-size", options.batch_size),
+    ):
+        if value is not None and value < 1:
+            raise HostError(f"{flag} must be at least 1, got {value}")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: a local host keeps it across worker restarts."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def listen_addresses(options: HostOptions) -> tuple[str, ...]:
@@ -78,10 +128,13 @@ def listen_addresses(options: HostOptions) -> tuple[str, ...]:
     return (f"/ip4/{host}/tcp/{options.port}",)
 
 
-def invite_peers(addresses: Sequence[str], options: HostOptions, limit: int = 3) -> list[str]:
+def invite_peers(
+    addresses: Sequence[str], options: HostOptions, peer_id: str | None = None, limit: int = 3
+) -> list[str]:
     """The addresses an invite carries: announced ones, else the reachable ones the worker saw."""
     if options.announce:
-        return list(options.announce)[:limit]
+        suffix = f"/p2p/{peer_id}" if peer_id else ""
+        return [a if "/p2p/" in a else a + suffix for a in options.announce][:limit]
     usable = [a for a in addresses if options.local or not a.startswith("/ip4/127.")]
     return (usable or list(addresses))[:limit]
 
@@ -96,6 +149,7 @@ class Host:
         self.on_event = on_event
         self.key, self.spec = plan_run(options, key_path)
         self.invite: Any = None
+        self.error: str | None = None
         self.invite_ready = threading.Event()
         self.supervisor = Supervisor(
             WorkerOptions(
@@ -113,6 +167,7 @@ class Host:
             ),
             self._handle,
         )
+        self.supervisor.stop_grace = 20.0  # the host's last checkpoint is worth a longer wait
 
     def start(self) -> None:
         self.supervisor.start()
@@ -122,19 +177,25 @@ class Host:
 
     def _handle(self, event: Event) -> None:
         if event.get("type") == "hello" and self.invite is None:
-            from hiveling.core.invite import make_invite
+            from hiveling.core.invite import InviteError, make_invite
 
-            peers = invite_peers(list(event.get("addresses") or []), self.options)
-            self.invite = make_invite(
-                self.key,
-                run_name=self.spec.run_name,
-                recipe=self.spec.recipe,
-                recipe_version=self.spec.recipe_version,
-                hparams=self.spec.hparams,
-                target_batch_size=self.spec.target_batch_size,
-                peers=peers,
-                expires=self.options.expires_in,
-            )
+            peers = invite_peers(list(event.get("addresses") or []), self.options, event.get("peer_id"))
+            try:
+                self.invite = make_invite(
+                    self.key,
+                    run_name=self.spec.run_name,
+                    recipe=self.spec.recipe,
+                    recipe_version=self.spec.recipe_version,
+                    hparams=self.spec.hparams,
+                    target_batch_size=self.spec.target_batch_size,
+                    peers=peers,
+                    expires=self.options.expires_in,
+                )
+            except InviteError as error:
+                self.error = f"cannot make the invite: {error}"
+                self.on_event(make_event("error", code="bad_option", message=self.error, fatal=True))
+                self.invite_ready.set()
+                return
             self.invite_ready.set()
             self.on_event(event)
             self.on_event(
@@ -174,7 +235,15 @@ def run_host(args: Any) -> int:
     """The ``hiveling host`` command: start, print the invite, show progress until interrupted."""
     import sys
 
-    from hiveling.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, expires_in, wait_for_signal_or
+    from hiveling.core.cli import (
+        EXIT_FAILED,
+        EXIT_OK,
+        EXIT_USAGE,
+        Output,
+        UsageError,
+        expires_in,
+        wait_for_signal_or,
+    )
 
     output = Output(args.json)
     try:
@@ -183,7 +252,7 @@ def run_host(args: Any) -> int:
             run_name=args.run_name,
             target_batch_size=args.target_batch_size,
             hparams=parse_assignments(args.set),
-            port=args.port if args.port is not None else (0 if args.local else DEFAULT_PORT),
+            port=args.port if args.port is not None else (free_port() if args.local else DEFAULT_PORT),
             local=args.local,
             announce=tuple(args.announce),
             expires_in=expires_in(args.expires_days),
@@ -195,7 +264,7 @@ def run_host(args: Any) -> int:
             progress_interval=args.progress_interval,
         )
         host = Host(options, output)
-    except HostError as error:
+    except (HostError, UsageError) as error:
         print(f"hiveling host: {error}", file=sys.stderr)
         return EXIT_USAGE
     output.say(f"Starting run “{host.spec.run_name}” ({host.spec.recipe}), organizer {host.key.fingerprint}")
@@ -204,14 +273,17 @@ def run_host(args: Any) -> int:
     def show_invite() -> None:
         if not host.invite_ready.wait(timeout=None) or output.done.is_set():
             return
+        if host.error is not None:
+            output.done.set()
+            return
         from hiveling.core import qr
 
         invite = host.invite
         png = Path(args.qr_png) if args.qr_png else paths.run_dir(host.spec.run_id) / "invite.png"
         try:
             qr.write_png(invite.token, png)
-        except OSError as error:
-            output.say(f"Warning: could not write the QR code to {png}: {error.strerror or error}")
+        except (qr.QRError, OSError) as error:
+            output.say(f"Warning: could not write the QR code to {png}: {error}")
         output.say("")
         output.say("Invite (volunteers paste this, or scan the QR code):")
         output.say(invite.token)
@@ -231,6 +303,9 @@ def run_host(args: Any) -> int:
     threading.Thread(target=show_invite, daemon=True).start()
     interrupted = wait_for_signal_or(output.done)
     host.stop()
+    if host.error is not None:
+        print(f"hiveling host: {host.error}", file=sys.stderr)
+        return EXIT_USAGE
     if interrupted or (output.fatal is None and host.supervisor.exit_code in (0, None)):
         output.say("Host stopped; the run's state is saved and training resumes from it next time.")
         return EXIT_OK

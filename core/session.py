@@ -95,8 +95,17 @@ class Totals:
     session_samples: int = 0
     previous_samples: int = 0
     previous_seconds: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    training_seconds: float = 0.0
+    training_since: float | None = None
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
+
+    def start_session(self) -> None:
+        self.training_since = time.monotonic()
+
+    def end_session(self) -> None:
+        if self.training_since is not None:
+            self.training_seconds += time.monotonic() - self.training_since
+            self.training_since = None
 
     @property
     def total_samples(self) -> int:
@@ -104,7 +113,9 @@ class Totals:
 
     @property
     def total_seconds(self) -> float:
-        return self.previous_seconds + (time.monotonic() - self.started)
+        """Time spent training (not paused, not connecting), all sessions and earlier runs included."""
+        running = 0.0 if self.training_since is None else time.monotonic() - self.training_since
+        return self.previous_seconds + self.training_seconds + running
 
 
 Emit = Callable[[Event], None]
@@ -118,6 +129,7 @@ def run_session(
     totals: Totals,
     emit: Emit,
     on_hello: Callable[[HivemindStrategy], None],
+    on_totals: Callable[[], None] | None = None,
 ) -> Outcome:
     """Trains until paused, stopped or ``config.max_step``; checkpoints when it ends."""
     import lightning.pytorch as pl
@@ -134,7 +146,7 @@ def run_session(
         identity_path=config.identity_path,
         **config.strategy_options,
     )
-    reporter = Reporter(config, strategy, controls, totals, emit, on_hello)
+    reporter = Reporter(config, strategy, controls, totals, emit, on_hello, on_totals)
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=[config.device_index] if config.device_index is not None else 1,
@@ -154,7 +166,9 @@ def run_session(
         trainer.fit(module, loader, ckpt_path=ckpt)
     finally:
         reporter.closing = True
-    save_checkpoint(trainer, config.checkpoint_path, emit)
+        totals.end_session()
+    if not reporter.saved_at_stop:
+        save_checkpoint(trainer, config.checkpoint_path, emit)
     del trainer, strategy
     totals.fingerprints = reporter.fingerprints
     return reporter.outcome
@@ -197,7 +211,9 @@ class Reporter(Callback):
         totals: Totals,
         emit: Emit,
         on_hello: Callable[[HivemindStrategy], None],
+        on_totals: Callable[[], None] | None = None,
     ) -> None:
+        self.on_totals = on_totals
         self.config = config
         self.strategy = strategy
         self.controls = controls
@@ -206,6 +222,9 @@ class Reporter(Callback):
         self.on_hello = on_hello
         self.outcome: Outcome = "stopped"
         self.closing = False
+        self.saved_at_stop = False
+        self._said_pausing = False
+        self._progress_count = 0
         self.rate = StepRate()
         self.loss = math.nan
         self._last_progress = 0.0
@@ -228,6 +247,7 @@ class Reporter(Callback):
         if optimizer is not None:
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
         self.on_hello(self.strategy)
+        self.totals.start_session()
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
 
@@ -244,8 +264,14 @@ class Reporter(Callback):
         if now - self._last_progress >= self.config.progress_interval:
             self._last_progress = now
             self.emit(self.progress(step, now))
+            self._progress_count += 1
+            if self._progress_count % 10 == 0 and self.on_totals is not None:
+                self.on_totals()  # a killed worker loses at most this much of its contribution count
         self._maybe_checkpoint(trainer, step)
         self._check_requests(trainer, step)
+        if trainer.should_stop and not self.saved_at_stop and self.outcome != "paused":
+            # Before the network shuts down: a slow teardown must not cost the final checkpoint.
+            self.saved_at_stop = save_checkpoint(trainer, self.config.checkpoint_path, self.emit)
 
     def _check_requests(self, trainer: pl.Trainer, step: int) -> None:
         controls = self.controls
@@ -258,9 +284,13 @@ class Reporter(Callback):
         elif controls.pause_when == "step":
             if controls.pause_from_step is None:
                 controls.pause_from_step = step
+                self._said_pausing = True
                 self.emit(make_event("state", state="pausing", reason="pausing after this step"))
             elif step > controls.pause_from_step:
                 self.outcome, trainer.should_stop = "paused", True
+        elif self._said_pausing:  # the pause was called off before the step came
+            self._said_pausing = False
+            self.emit(make_event("state", state="training", reason=None))
 
     def _maybe_checkpoint(self, trainer: pl.Trainer, step: int) -> None:
         every = self.config.checkpoint_every

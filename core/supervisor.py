@@ -126,6 +126,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._manager: threading.Thread | None = None
         self._paused_without_worker = False
+        self._pause_requested = 0.0
 
     # --- what the user asks ------------------------------------------------------------------------
 
@@ -151,15 +152,19 @@ class Supervisor:
         with self._lock:
             if self._wanted != "running":
                 return
+            self._paused_without_worker = False
             self._wake.clear()
             self._manager = threading.Thread(target=self._manage, name="hiveling-supervisor", daemon=True)
             self._manager.start()
 
     def pause(self, when: PauseWhen = "now") -> None:
         with self._lock:
-            if self._wanted != "running":
+            # "Pause now" may also hurry a pending "pause after this step".
+            upgrade = self._wanted == "paused" and when == "now" and self.state != "paused"
+            if self._wanted != "running" and not upgrade:
                 return
             self._wanted = "paused"
+            self._pause_requested = time.monotonic()
             self._send(make_command("pause", when=when))
         if when == "now":
             threading.Thread(target=self._enforce_pause, name="hiveling-pause", daemon=True).start()
@@ -170,9 +175,9 @@ class Supervisor:
                 return
             self._wanted = "running"
             restart = self._paused_without_worker
-            self._paused_without_worker = False
             if not restart:
                 self._send(make_command("resume"))
+        self._set_state("starting", "resuming")
         if restart:
             self._start_manager()
 
@@ -192,6 +197,14 @@ class Supervisor:
         if self._paused_without_worker or self.state not in ("stopped", "failed"):
             self._set_state("stopped", "stopped")
         self._paused_without_worker = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the supervisor to be done with its worker; True when it is."""
+        manager = self._manager
+        if manager is not None and manager is not threading.current_thread():
+            manager.join(timeout)
+            return not manager.is_alive()
+        return True
 
     @property
     def running(self) -> bool:
@@ -225,7 +238,8 @@ class Supervisor:
                 thread.join(5)
             self._close(proc)
             with self._lock:
-                self._proc = None
+                if self._proc is proc:
+                    self._proc = None
                 self.exit_code = code
                 wanted = self._wanted
                 if self._paused_without_worker or (wanted == "paused" and code != EXIT_OK):
@@ -327,9 +341,10 @@ class Supervisor:
             pass
 
     def _enforce_pause(self) -> None:
+        asked = self._pause_requested
         deadline = time.monotonic() + self.pause_deadline
         while time.monotonic() < deadline:
-            if self.state == "paused" or self._wanted != "paused":
+            if self.state == "paused" or self._wanted != "paused" or self._pause_requested != asked:
                 return
             time.sleep(0.05)
         with self._lock:
@@ -338,11 +353,14 @@ class Supervisor:
             proc = self._proc
             self._paused_without_worker = True
         if proc is not None:
-            self._escalate(proc, 0.3)
+            self._escalate(proc, 0.2, polite=False)
+        with self._lock:
+            if self._wanted != "paused":
+                return
         self._set_state("paused", "paused (the worker was stopped to free the device at once)")
 
-    def _escalate(self, proc: subprocess.Popen[bytes], grace: float) -> None:
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+    def _escalate(self, proc: subprocess.Popen[bytes], grace: float, polite: bool = True) -> None:
+        for sig in (None, signal.SIGTERM, signal.SIGKILL) if polite else (signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, sig)

@@ -20,16 +20,29 @@ def read_invite_text(args: argparse.Namespace) -> str:
                 f"cannot read the invite file {args.invite_file}: {error.strerror or error}"
             ) from error
     if args.invite == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read().decode("utf-8", "replace")
     return str(args.invite)
 
 
 def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
+    from hiveling.core.peers import PeerAddressError, check_multiaddrs
+
     settings = load_settings()
     for flag in ("batch_size", "cpu_threads"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.memory_cap_gb is not None and not args.memory_cap_gb > 0:
+        raise UsageError(f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
+    try:
+        check_multiaddrs(list(args.listen), "--listen")
+        check_multiaddrs(list(args.announce_addr), "--announce-addr")
+    except PeerAddressError as error:
+        raise UsageError(str(error)) from error
+    if settings.cpu_threads is not None and settings.cpu_threads < 1:
+        settings.cpu_threads = None  # a hand-edited settings file; the default is fine
+    if settings.memory_cap_gb is not None and not settings.memory_cap_gb > 0:
+        settings.memory_cap_gb = None
     return WorkerOptions(
         invite=token,
         device=args.device or settings.device,
@@ -66,16 +79,17 @@ def run_volunteer(args: argparse.Namespace) -> int:
     interrupted = wait_for_signal_or(output.done)
     if interrupted:
         output.say("Stopping (the current step is left to the other peers)…")
+    elif output.bye_code is not None:
+        supervisor.wait(timeout=15)  # the worker said bye and is on its way out
     supervisor.stop()
     if output.last_progress is not None:
         total = output.last_progress.get("total_samples") or 0
         output.say(f"This machine has contributed {total:,} samples to {invite.run_name}.")
-    if interrupted:
+    if interrupted or output.bye_code == 0:
         return EXIT_OK
-    if output.fatal is not None:
-        code = output.fatal.get("code")
-        return EXIT_USAGE if code in ("bad_invite", "unknown_recipe", "device", "bad_option") else EXIT_FAILED
-    return EXIT_OK if supervisor.state == "stopped" and supervisor.exit_code in (0, None) else EXIT_FAILED
+    if output.bye_code == 2:
+        return EXIT_USAGE
+    return EXIT_FAILED if supervisor.state == "failed" or output.fatal is not None else EXIT_OK
 
 
 def describe_machine(invite: object, options: WorkerOptions) -> str | None:

@@ -199,6 +199,7 @@ class Worker:
                     totals,
                     self.emit,
                     hello,
+                    lambda: _save_totals(session.spec.run_id, totals),
                 )
             except Exception as error:
                 if not is_out_of_memory(error):
@@ -339,8 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     emit = EventWriter(sys.stdout)
     controls = Controls()
 
+    signals = 0
+
     def on_signal(*_: Any) -> None:
-        if controls.stop_requested:  # asked twice: the polite way is stuck, leave now
+        nonlocal signals
+        signals += 1
+        if signals > 1:  # signalled twice: the polite way is stuck, leave now
             os._exit(EXIT_CRASH)
         controls.request_stop()
 

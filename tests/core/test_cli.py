@@ -115,8 +115,17 @@ def test_a_missing_gpu_is_one_line_that_names_the_choices(tmp_path: Path) -> Non
     assert any("cuda:0" in line for line in result.stdout.splitlines() if "Error" in line or "Cannot" in line)
 
 
-def test_hosting_an_unknown_recipe_is_one_line(tmp_path: Path) -> None:
+def test_hosting_with_bad_options_is_one_line(tmp_path: Path) -> None:
     assert_one_clear_line(run(["host", "--recipe", "weather"], tmp_path), "weather")
+    assert_one_clear_line(
+        run(["host", "--recipe", "glyphs", "--expires-days", "nan"], tmp_path), "--expires-days"
+    )
+    assert_one_clear_line(run(["host", "--recipe", "glyphs", "--port", "70000"], tmp_path), "--port")
+    assert_one_clear_line(
+        run(["host", "--recipe", "glyphs", "--announce", "nonsense"], tmp_path), "multiaddr"
+    )
+    assert_one_clear_line(run(["host", "--recipe", "glyphs", "--name", " x"], tmp_path), "name")
+    assert_one_clear_line(run(["host", "--recipe", "glyphs", "--set", "nope=1"], tmp_path), "nope")
 
 
 def test_devices_and_recipes_list_what_this_machine_has(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hiveling.core.supervisor import RestartPolicy, Supervisor, WorkerOptions
+from tests.conftest import wait_until
 from tests.support.cli import Cli, start_local_host
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -257,3 +258,24 @@ def test_when_every_volunteer_left_a_newcomer_continues_from_the_last_step(
     assert first_progress["step"] >= last["step"]
     joined = later_events.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=120)
     assert joined["step"] >= last["step"]
+
+
+def test_an_announced_address_gets_the_hosts_peer_id_and_a_bad_qr_path_only_warns(tmp_path: Path) -> None:
+    host = Cli(
+        ["host", "--recipe", "glyphs", "--local", "--announce", "/ip4/127.0.0.1/tcp/9", "--qr-png",
+         str(tmp_path / "missing" / "dir" / "x.png"), "--batch-size", "32", "--target-batch-size", "64"],
+        tmp_path / "host",
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: any("Volunteers join with" in line for line in host.lines), timeout=120), (
+            host.tail()
+        )
+        invite_line = next(line for line in host.lines if line.startswith("HIVE1-"))
+        from hiveling.core.invite import parse_invite
+
+        peers = parse_invite(invite_line).peers
+        assert len(peers) == 1
+        assert peers[0].startswith("/ip4/127.0.0.1/tcp/9/p2p/Qm")
+        assert any("could not write the QR code" in line for line in host.lines)
+    finally:
+        assert host.stop() == 0
