@@ -279,3 +279,32 @@ def test_an_announced_address_gets_the_hosts_peer_id_and_a_bad_qr_path_only_warn
         assert any("could not write the QR code" in line for line in host.lines)
     finally:
         assert host.stop() == 0
+
+
+def test_out_of_memory_halves_the_batch_instead_of_crashing(tmp_path: Path) -> None:
+    from hiveling.core.run import RunSpec
+
+    plugin = Path(__file__).parent.parent / "fixtures" / "oom_recipe"
+    events = Recorder()
+    options = WorkerOptions(
+        run_spec=RunSpec("oom", "oom", "oomtest", "1.0", 64),
+        role="host",
+        device="cpu",
+        batch_size=64,
+        listen=LOOPBACK,
+        progress_interval=0.5,
+        env={"HIVELING_HOME": str(tmp_path / "oom"), "PYTHONPATH": str(plugin)},
+    )
+    supervisor = Supervisor(options, events)
+    supervisor.start()
+    try:
+        trained = events.wait_for(lambda e: progress(e) and e["session_samples"] > 0, timeout=120)
+        assert trained["batch_size"] == 16
+        warnings = [
+            e["message"] for e in events.events if e.get("type") == "log" and e.get("level") == "warning"
+        ]
+        assert any("batch size 64; retrying with 32" in w for w in warnings), warnings
+        assert any("batch size 32; retrying with 16" in w for w in warnings), warnings
+        assert not any(state("restarting")(e) for e in events.events), "no crash, no restart"
+    finally:
+        supervisor.stop()
