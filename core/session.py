@@ -318,6 +318,8 @@ class Reporter(Callback):
             eta = max(0.0, float(progress.eta_next_epoch) - get_dht_time())
             eta = eta if eta < 86400 else None  # hivemind's "no estimate yet" is a huge number
         collab = self.rate.update(step, self.config.spec.target_batch_size, now)
+        if collab > 0:  # from measured throughput: hivemind's estimate lags behind at the start of a step
+            eta = max(0.0, self.config.spec.target_batch_size - accumulated) / collab
         return make_event(
             "progress",
             step=step,
