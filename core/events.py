@@ -7,7 +7,7 @@ Events (fields beyond ``v``/``type``/``time``):
     hello     versions, peer_id, run_id, run_name, recipe, device, batch_size, addresses, role
     state     state (one of STATES), reason (human text or null)
     progress  step, peers, local_sps, collab_sps, samples_accumulated, target_batch_size,
-              eta_seconds, loss, session_samples, total_samples
+              eta_seconds, loss, session_samples, total_samples, total_seconds, batch_size
     log       level, message
     error     code, message (one line that says how to fix it), fatal
     bye       exit_code, reason

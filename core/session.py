@@ -332,5 +332,6 @@ class Reporter(Callback):
             loss=None if math.isnan(self.loss) else round(self.loss, 4),
             session_samples=self.totals.session_samples,
             total_samples=self.totals.total_samples,
+            total_seconds=round(self.totals.total_seconds, 1),
             batch_size=self.config.batch_size,
         )
