@@ -155,7 +155,8 @@ class TrayApp(QObject):
             from hiveling.core.invite import InviteError, parse_invite
 
             try:
-                invite = parse_invite(token, check_recipe=False)
+                # A saved run stays joined after its invite expires: the expiry limits joining only.
+                invite = parse_invite(token, check_recipe=False, check_expiry=False)
                 run_name, run_id = run_name or invite.run_name, invite.run_id
             except InviteError as error:
                 problem = str(error)
@@ -184,7 +185,7 @@ class TrayApp(QObject):
                 self.state.set_hold(None)
                 if not self.bridge.started:
                     self.bridge.start(worker_options(self.settings, self.token, self.worker_env))
-                elif self.state.worker not in ("stopped", "failed"):
+                elif self.state.worker != "failed":
                     self.bridge.resume()  # the supervisor ignores it unless paused
             else:
                 self.state.set_hold(reason)

@@ -180,7 +180,8 @@ class AppState:
         running = worker in ACTIVE or worker == "pausing"
         return MenuState(
             can_start=self.hold is not None or not running,
-            can_pause_now=self.hold is None and running,
+            # "Pause now" may also hurry a pending "pause after this step".
+            can_pause_now=running and (self.hold is None or worker == "pausing"),
             can_pause_step=self.hold is None and worker == "training",
             can_snooze=worker != "failed",
         )

@@ -74,9 +74,18 @@ def load_settings(path: Path | None = None) -> Settings:
         if key not in known:
             continue  # a newer client's setting
         default = getattr(settings, key)
-        if default is not None and value is not None and not _same_kind(default, value):
+        if default is not None and (value is None or not _same_kind(default, value)):
             expected = type(default).__name__
             logger.warning("Ignoring setting %s=%r in %s (expected %s)", key, value, path, expected)
+            continue
+        if (
+            key == "schedule"
+            and value is not None
+            and not (
+                isinstance(value, list) and len(value) == 2 and all(isinstance(item, str) for item in value)
+            )
+        ):
+            logger.warning("Ignoring setting schedule=%r in %s (expected two times like 22:00)", value, path)
             continue
         setattr(settings, key, value)
     return settings

@@ -201,13 +201,16 @@ def make_invite(
     return _invite(fields, json.loads(hparams_json), tuple(unique_peers), token)
 
 
-def parse_invite(text: str, *, now: datetime | None = None, check_recipe: bool = True) -> Invite:
+def parse_invite(
+    text: str, *, now: datetime | None = None, check_recipe: bool = True, check_expiry: bool = True
+) -> Invite:
     """The invite in ``text``, verified; raises only InviteError.
 
     Tolerates white space and line breaks anywhere, lower case, the ``hiveling://join/`` link form and
     surrounding blanks. ``peers`` of the result are only the addresses this client can use.
     ``now`` (default: the clock) decides expiry; a naive ``now`` is local time.
     ``check_recipe=False`` skips the installed-recipe check (for tools that only display an invite).
+    ``check_expiry=False`` is for a machine that already joined: the expiry limits joining, not staying.
     """
     body, version = _unframe(text)
     signed, signature = body[:-SIGNATURE_SIZE], body[-SIGNATURE_SIZE:]
@@ -244,7 +247,7 @@ def parse_invite(text: str, *, now: datetime | None = None, check_recipe: bool =
     invite = _invite(fields, hparams, fields.peers, token)
 
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    if now >= invite.expires:
+    if check_expiry and now >= invite.expires:
         raise InviteError(
             EXPIRED,
             f"this invite expired on {_format_time(invite.expires)}; ask the organizer for a new invite",

@@ -242,7 +242,8 @@ class Worker:
         from hiveling.core.invite import InviteError, parse_invite
 
         try:
-            invite = parse_invite(self.args.invite)
+            # Whoever started the worker checked the expiry when joining; a restart must not end the run.
+            invite = parse_invite(self.args.invite, check_expiry=False)
         except InviteError as error:
             raise WorkerError("bad_invite", str(error)) from error
         return RunSpec(

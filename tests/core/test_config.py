@@ -19,7 +19,17 @@ def test_settings_round_trip(tmp_path: Path) -> None:
     assert config.load_settings(path) == settings
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", "", '{"device": 5, "idle_only": "yes"}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "[1, 2]",
+        "",
+        '{"device": 5, "idle_only": "yes"}',
+        '{"device": null, "idle_only": null, "idle_minutes": null}',
+        '{"schedule": ["22:00", 7], "idle_only": 1}',
+    ],
+)
 def test_a_damaged_settings_file_gives_defaults_with_a_warning(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -326,6 +326,11 @@ def test_expiry_is_checked_against_now() -> None:
     assert refusal(token, now=local).reason == "expired"  # any time zone compares in UTC
 
 
+def test_a_machine_that_already_joined_stays_after_the_expiry() -> None:
+    later = EXPIRES + timedelta(days=400)
+    assert parse_invite(make().token, now=later, check_expiry=False).expires == EXPIRES
+
+
 def test_unknown_recipe_says_what_to_install() -> None:
     error = refusal(make(recipe="nosuchrecipe").token)
     assert error.reason == "recipe"
