@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from hiveling.core.collaboration import StepRate
@@ -234,11 +233,10 @@ class Reporter(Callback):
         self.fingerprints: dict[int, list[float]] = {}
 
     def on_optimizer_step(self, optimizer: Any, *_: Any) -> None:
-        with torch.no_grad():
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            total = sum(float(p.detach().double().sum()) for p in params)
-            magnitude = sum(float(p.detach().double().abs().sum()) for p in params)
-        self.fingerprints[self.strategy.collaborative_step] = [total, magnitude]
+        from hiveling.core.averagers import fingerprint
+
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.fingerprints[self.strategy.collaborative_step] = list(fingerprint(params))
         for step in sorted(self.fingerprints)[:-20]:
             del self.fingerprints[step]
 
