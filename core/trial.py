@@ -164,6 +164,7 @@ def run_peer(config: PeerConfig) -> None:
                 with torch.no_grad():
                     for param in pl_module.parameters():
                         param.add_(0.01)
+                emit({"type": "perturbed", "step": step})
             if config.fail_at_step is not None and step >= config.fail_at_step:
                 raise RuntimeError(f"demo peer failing on purpose at step {step}")
             if step >= config.steps + config.linger_steps:

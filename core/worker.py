@@ -33,6 +33,7 @@ from hiveling.core.events import (
     encode,
     make_event,
 )
+from hiveling.core.identity import IdentityInUse, IdentityLock, ensure_identity
 from hiveling.core.run import RunSpec, data_seed
 from hiveling.core.session import Controls, SessionConfig, Totals, run_session
 
@@ -134,7 +135,9 @@ class Worker:
         device = self._choose_device()
         batch_size = self._choose_batch_size(recipe, device)
         run_dir = paths.run_dir(spec.run_id)
-        identity = self._identity(run_dir)
+        identity = run_dir / ("host.identity" if self.args.role == "host" else "peer.identity")
+        self._lock_identity(identity, spec)  # first: two workers starting at once must not make two keys
+        ensure_identity(identity)
         seed = data_seed(hashlib.sha256(identity.read_bytes()).hexdigest())
         previous = config.load_contribution(spec.run_id)
         totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
@@ -157,7 +160,9 @@ class Worker:
             checkpoint_every=self.args.checkpoint_every,
             max_step=self.args.max_step,
             progress_interval=self.args.progress_interval,
-            strategy_options=json.loads(self.args.options),
+            # The identity lock already proves that no other worker here uses this identity, and asking
+            # the swarm would refuse a restarted worker whose previous connection peers still remember.
+            strategy_options={"check_if_identity_free": False, **json.loads(self.args.options)},
         )
 
         def hello(strategy: Any) -> None:
@@ -180,8 +185,6 @@ class Worker:
                     self.emit(make_event("state", state="stopped", reason="stopped while paused"))
                     return EXIT_OK
                 session.batch_size = batch_size
-                # The peers may still remember this process's previous connection under the same id.
-                session.strategy_options = {**session.strategy_options, "check_if_identity_free": False}
         finally:
             _save_totals(spec.run_id, totals)
 
@@ -288,15 +291,17 @@ class Worker:
         except DeviceError as error:
             raise WorkerError("device", str(error)) from error
 
-    def _identity(self, run_dir: Path) -> Path:
-        """A stable peer identity per run, so restarts keep the peer id (and the host its address)."""
-        path = run_dir / ("host.identity" if self.args.role == "host" else "peer.identity")
-        if not path.is_file() or path.stat().st_size == 0:
-            from hivemind.p2p import P2P
-
-            path.unlink(missing_ok=True)
-            P2P.generate_identity(str(path))
-        return path
+    def _lock_identity(self, identity: Path, spec: RunSpec) -> None:
+        lock = IdentityLock(identity)
+        try:
+            lock.acquire()
+        except IdentityInUse:
+            raise WorkerError(
+                "identity_in_use",
+                f"Another Hiveling worker on this machine is already training {spec.run_name!r} as this "
+                f"peer: stop it first (or give this one its own folder with HIVELING_HOME=...)",
+            ) from None
+        self._identity_lock = lock  # held until the process ends
 
     def _hello(self, spec: RunSpec, strategy: Any, device: Any, batch_size: int, title: str) -> Event:
         from importlib.metadata import version

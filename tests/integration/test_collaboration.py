@@ -134,16 +134,21 @@ def test_a_peer_whose_parameters_went_astray_is_brought_back_in_line(
     assert [first.finish(), second.finish()] == [0, 0]
     a, b = first.steps(), second.steps()
     assert min(b) < perturb, "the second peer had joined before the perturbation"
-    assert max_difference(a[perturb + 1]["params"], b[perturb + 1]["params"]) > 1e-3
+    # Shifted by 0.01 and then given the same averaged gradients, the first peer's parameters would
+    # stay apart from the second's for good: agreeing again proves that one side was re-synchronized.
+    # (Whether a step's snapshot still shows the shift depends on how fast that happens.)
+    perturbed = first.wait_for(lambda e: e["type"] == "perturbed", timeout=0)["step"]
+    assert perturbed in a
 
     def agree(step: int) -> bool:
         return step in a and step in b and max_difference(a[step]["params"], b[step]["params"]) <= 1e-6
 
-    assert any(agree(step) for step in range(perturb + 1, perturb + SETTLE_STEPS + 1)), "healed in time"
+    healed = range(perturbed + 1, perturbed + SETTLE_STEPS + 1)
+    assert any(agree(step) for step in healed), "healed in time"
     # On a loaded two-core machine a round can still time out for one side; it must heal within a few
     # steps as well, and the run must end identical.
     streak = longest = 0
-    for step in range(perturb + SETTLE_STEPS, steps + 1):
+    for step in range(perturbed + SETTLE_STEPS, steps + 1):
         streak = 0 if agree(step) else streak + 1
         longest = max(longest, streak)
     assert longest <= 3, f"parameters differed for {longest} steps in a row"

@@ -1,0 +1,69 @@
+"""A run's stable peer identity on this machine, and the lock that keeps it to one worker at a time.
+
+hivemind can ask the swarm whether an identity is already in use, but peers remember a dead
+connection for a while, so a worker restarted after a crash or a "pause now" was refused as its own
+ghost. The question is really local (the key file lives here): a lock file held for the worker's
+lifetime answers it, and the operating system releases it when the process dies, even by kill -9.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+
+_LOCK_WAIT_SECONDS = 10.0
+_LOCK_POLL_SECONDS = 0.1
+
+
+class IdentityInUse(Exception):
+    """Another process on this machine holds the identity."""
+
+
+def ensure_identity(path: Path) -> Path:
+    """The identity key at ``path``, generated on first use (or when the file is empty)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        from hivemind.p2p import P2P
+
+        path.unlink(missing_ok=True)
+        P2P.generate_identity(str(path))
+    return path
+
+
+class IdentityLock:
+    """An exclusive lock next to an identity file, held until :meth:`release` or the process ends."""
+
+    def __init__(self, identity: Path) -> None:
+        self.path = identity.with_name(identity.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = _LOCK_WAIT_SECONDS) -> None:
+        """Takes the lock, waiting up to ``wait`` seconds for a stopping worker's children to exit.
+
+        Raises:
+            IdentityInUse: another process still holds it.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.set_inheritable(fd, False)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise IdentityInUse(str(self.path)) from None
+                time.sleep(_LOCK_POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
