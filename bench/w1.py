@@ -3,6 +3,9 @@
     python bench/w1.py                      # baseline, 1, 2 and 4 peers with the strategy's defaults
     python bench/w1.py --peers 2 --duration 40 --option matchmaking_time=2.0
 
+The first peer starts the collaboration and the others join through its address, as machines running
+the same script do (no extra bootstrap node).
+
 Every peer is its own process on 127.0.0.1 with one torch thread. Throughput counts the samples
 trained by all peers in the window where all of them run (after a warm-up), so start-up is excluded.
 The baseline (plain Lightning, one process, same workload) runs in the same session.
@@ -64,6 +67,10 @@ def run_peer(args: argparse.Namespace) -> None:
                     started.write_text(str(epoch))
 
             hm.opt.register_step_post_hook(record)
+            if args.peer_index == 0:  # the first peer is the one the others join through
+                address = Path(args.out).with_suffix(".address")
+                address.with_suffix(".tmp").write_text(",".join(strategy.join_addresses()))
+                address.with_suffix(".tmp").rename(address)
             update_epoch = hm._update_global_epoch
 
             def timed_update(*args: Any, **kwargs: Any) -> Any:
@@ -120,13 +127,7 @@ def measure(
     import numpy as np
     from workload import IDEAL_PER_PEER, samples_in_window
 
-    bootstrap = None
     initial_peers = ""
-    if n_peers > 0:
-        import hivemind
-
-        bootstrap = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
-        initial_peers = ",".join(str(a) for a in bootstrap.get_visible_maddrs())
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     procs, outs = [], []
     stop_file = workdir / f"stop{n_peers}"
@@ -160,6 +161,8 @@ def measure(
                 and time.time() < deadline
             ):
                 time.sleep(0.1)
+            address = out.with_suffix(".address")
+            initial_peers = address.read_text() if address.exists() else ""
     # Measure from when the last peer has taken part in a collaborative step (joins excluded)...
     markers = [out.with_suffix(".started") for out in outs]
     deadline = time.time() + 180
@@ -180,8 +183,6 @@ def measure(
         _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
             errors.append(err.decode(errors="replace")[-2000:])
-    if bootstrap is not None:
-        bootstrap.shutdown()
     if errors:
         raise RuntimeError("peer failed:\n" + "\n".join(errors))
 

@@ -97,6 +97,10 @@ class Totals:
     training_seconds: float = 0.0
     training_since: float | None = None
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
+    #: Where the last session ended: its collaborative step, and the samples this machine had trained
+    #: toward the next step (work that a pause "now" drops and a pause "after this step" never does).
+    last_step: int = 0
+    unused_samples: int = 0
 
     def start_session(self) -> None:
         self.training_since = time.monotonic()
@@ -267,6 +271,12 @@ class Reporter(Callback):
                 self.on_totals()  # a killed worker loses at most this much of its contribution count
         self._maybe_checkpoint(trainer, step)
         self._check_requests(trainer, step)
+        if trainer.should_stop:
+            optimizer = self.strategy.hivemind_optimizer
+            self.totals.last_step = step
+            self.totals.unused_samples = (
+                0 if optimizer is None else int(optimizer.tracker.local_progress.samples_accumulated)
+            )
         if trainer.should_stop and not self.saved_at_stop and self.outcome != "paused":
             # Before the network shuts down: a slow teardown must not cost the final checkpoint.
             self.saved_at_stop = save_checkpoint(trainer, self.config.checkpoint_path, self.emit)
@@ -283,7 +293,7 @@ class Reporter(Callback):
             if controls.pause_from_step is None:
                 controls.pause_from_step = step
                 self._said_pausing = True
-                self.emit(make_event("state", state="pausing", reason="pausing after this step"))
+                self.emit(make_event("state", state="pausing", reason="pausing after this step", step=step))
             elif step > controls.pause_from_step:
                 self.outcome, trainer.should_stop = "paused", True
         elif self._said_pausing:  # the pause was called off before the step came

@@ -1,4 +1,5 @@
-"""hivemind's progress tracker, counting this peer itself and remembering who is active."""
+"""hivemind's progress tracker, counting this peer itself, remembering who is active, and reporting
+at a pace the DHT can bear."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Any
 
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.utils import ValueWithExpiration, get_dht_time
+
+#: Progress within an epoch is published at most this often; other peers extrapolate in between.
+DEFAULT_REPORT_PERIOD = 0.5
 
 
 class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
@@ -20,6 +24,10 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
     #: Peers whose last report is older than this are not expected in an averaging round.
     active_within = 10.0
     active_peer_ids: frozenset[bytes] = frozenset()
+
+    def __init__(self, *args: Any, report_period: float = DEFAULT_REPORT_PERIOD, **kwargs: Any) -> None:
+        self.report_period = report_period  # before super(): it starts the reporting thread
+        super().__init__(*args, **kwargs)
 
     def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:
         records = dict(metadata) if isinstance(metadata, dict) else {}
@@ -39,6 +47,56 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                 active.add(bytes(value["peer_id"]))
         self.active_peer_ids = frozenset(active)
         return progress
+
+    async def _progress_reporter(self) -> None:
+        """Publishes this peer's progress: at once when its epoch changes or its count is reset, at
+        most every ``report_period`` seconds while samples accumulate, and at least every half
+        ``metadata_expiration``.
+
+        hivemind publishes after every local batch; each report is a signed DHT store to every nearby
+        peer, and with fast batches the DHT processes and daemons then take much of the machine's CPU
+        from training. Between reports the others extrapolate from the reported samples per second.
+        """
+        loop = asyncio.get_running_loop()
+        last_time, last_epoch, last_samples = -float("inf"), None, 0
+        pending = False
+        store: asyncio.Task[Any] | None = None
+        try:
+            while not self.shutdown_triggered.is_set():
+                due = last_time + self.metadata_expiration / 2
+                if pending:
+                    due = min(due, last_time + self.report_period)
+                signalled = await loop.run_in_executor(
+                    None, self.should_report_progress.wait, max(0.0, due - get_dht_time())
+                )
+                if self.shutdown_triggered.is_set():
+                    break
+                self.should_report_progress.clear()
+                progress = self.local_progress
+                now = get_dht_time()
+                urgent = progress.epoch != last_epoch or progress.samples_accumulated < last_samples
+                if signalled and not urgent and now < last_time + self.report_period:
+                    pending = True
+                    continue
+                pending = False
+                last_time, last_epoch, last_samples = now, progress.epoch, progress.samples_accumulated
+                if progress.epoch < self.global_epoch - 1:
+                    continue  # out of sync (about to download the state): do not count toward this epoch
+                store = asyncio.create_task(
+                    asyncio.wait_for(
+                        self.dht.store(
+                            key=self.training_progress_key,
+                            subkey=self._local_public_key,
+                            value=progress.dict(),
+                            expiration_time=now + self.metadata_expiration,
+                            return_future=True,
+                        ),
+                        timeout=self.metadata_expiration,
+                    )
+                )
+        finally:
+            if store is not None:
+                store.cancel()
 
     def run(self) -> None:
         # hivemind's run() leaves its event loop's executor threads alive after shutdown.

@@ -180,7 +180,7 @@ class Worker:
                     stopped = make_event("state", state="stopped", reason=reason, outcome=outcome)
                     self.emit({**stopped, "fingerprints": totals.fingerprints})
                     return EXIT_OK
-                self._release(plan, device.kind)
+                self._release(plan, device.kind, totals)
                 if not self.controls.wait_while_paused():
                     self.emit(make_event("state", state="stopped", reason="stopped while paused"))
                     return EXIT_OK
@@ -225,7 +225,7 @@ class Worker:
                 session.batch_size = smaller
                 gc.collect()
 
-    def _release(self, plan: Any, kind: str) -> None:
+    def _release(self, plan: Any, kind: str, totals: Totals) -> None:
         """Frees device memory while paused: the model waits on the CPU, caches are emptied."""
         import torch
 
@@ -237,7 +237,15 @@ class Worker:
             reserved = int(torch.cuda.memory_reserved())
         elif kind == "mps" and hasattr(torch, "mps"):
             torch.mps.empty_cache()
-        self.emit(make_event("state", state="paused", reason="paused", device_memory_bytes=reserved))
+        paused = make_event(
+            "state",
+            state="paused",
+            reason="paused",
+            device_memory_bytes=reserved,
+            step=totals.last_step,
+            unused_samples=totals.unused_samples,
+        )
+        self.emit(paused)
 
     def _load_spec(self) -> RunSpec:
         if self.args.run_spec is not None:

@@ -171,7 +171,8 @@ def test_nvml_reports_every_field_of_each_gpu(tmp_path: Path, nvml_dir: Path) ->
 def test_the_cpu_only_torch_installed_here_reports_gpus_as_unusable(tmp_path: Path, nvml_dir: Path) -> None:
     installed = torch_build()
     assert installed.version is not None
-    assert installed.cuda is None, "this test expects the CPU-only torch of the development machine"
+    if installed.cuda is not None or installed.hip is not None:
+        pytest.skip(f"torch {installed.version} here is a GPU build; this test is about a CPU-only one")
     report = detect(tmp_path, library=nvml_dir)
     reason = f"this torch build ({installed.version}) is CPU-only; install the CUDA build: {INSTALL}"
     assert gpus(report) == [

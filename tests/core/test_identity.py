@@ -36,7 +36,8 @@ def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     identity = tmp_path / "peer.identity"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(identity)], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
         with pytest.raises(IdentityInUse):
             IdentityLock(identity).acquire(wait=0)
         holder.send_signal(signal.SIGKILL)

@@ -120,6 +120,7 @@ def test_a_host_and_two_headless_volunteers_train_together(host: tuple[Cli, str]
         hellos = [v.wait_for(lambda e: e.get("type") == "hello", timeout=120) for v in volunteers]
         assert hellos[0]["peer_id"] != hellos[1]["peer_id"]
         assert all(h["device"]["kind"] == "cpu" and h["role"] == "volunteer" for h in hellos)
+        assert all(h["versions"]["hivemind"] == "1.1.12" and h["versions"]["torch"] for h in hellos)
         together = [v.wait_for(lambda e: progress(e) and e["peers"] == 3, timeout=120) for v in volunteers]
         later = [
             v.wait_for(lambda e, s=t["step"]: progress(e) and e["step"] >= s + 2, timeout=120)
@@ -130,10 +131,17 @@ def test_a_host_and_two_headless_volunteers_train_together(host: tuple[Cli, str]
             assert event["local_sps"] > 0
             assert event["session_samples"] > 0
             assert event["loss"] is not None
-        volunteers[0].send_signal(signal.SIGINT)
-        assert volunteers[0].wait() == 0
-        assert any(e.get("type") == "bye" for e in volunteers[0].events)
-        assert any(state("stopped")(e) for e in volunteers[0].events)
+            assert event["samples_accumulated"] >= 0
+        swarm = volunteers[0].wait_for(
+            lambda e: progress(e) and e["collab_sps"] > 0 and e["eta_seconds"] is not None, timeout=60
+        )
+        assert swarm["eta_seconds"] >= 0
+        # Ctrl-C in a terminal, SIGTERM from a service manager: both end the volunteer cleanly.
+        for volunteer, sig in zip(volunteers, (signal.SIGINT, signal.SIGTERM), strict=True):
+            volunteer.send_signal(sig)
+            assert volunteer.wait() == 0, volunteer.tail()
+            assert any(e.get("type") == "bye" for e in volunteer.events)
+            assert any(state("stopped")(e) for e in volunteer.events)
     finally:
         for volunteer in volunteers:
             volunteer.stop()
@@ -179,11 +187,11 @@ def test_pause_after_this_step_keeps_the_work_done(host: tuple[Cli, str], superv
     first = events.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=120)
     mark = events.mark()
     supervisor.pause("step")
-    events.wait_for(state("pausing"), timeout=30, after=mark)
+    pausing = events.wait_for(state("pausing"), timeout=30, after=mark)
     paused = events.wait_for(state("paused"), timeout=60, after=mark)
-    steps = [e["step"] for e in events.events[mark:] if progress(e)]
     assert paused.get("source") != "supervisor", "the worker paused by itself, at a step boundary"
-    assert max(steps, default=first["step"]) >= first["step"]
+    assert paused["step"] > pausing["step"] >= first["step"], "it trained on until the next step"
+    assert paused["unused_samples"] == 0, "everything this machine trained went into a step"
     supervisor.resume()
     events.wait_for(state("training"), timeout=120, after=events.mark())
 
@@ -277,6 +285,32 @@ def test_an_announced_address_gets_the_hosts_peer_id_and_a_bad_qr_path_only_warn
         assert len(peers) == 1
         assert peers[0].startswith("/ip4/127.0.0.1/tcp/9/p2p/Qm")
         assert any("could not write the QR code" in line for line in host.lines)
+    finally:
+        assert host.stop() == 0
+
+
+def test_the_host_prints_its_invite_as_text_terminal_qr_and_png(tmp_path: Path) -> None:
+    from hiveling.core import qr
+    from hiveling.core.invite import parse_invite
+
+    png = tmp_path / "invite.png"
+    host = Cli(
+        ["host", "--recipe", "glyphs", "--local", "--qr-png", str(png), "--batch-size", "32",
+         "--target-batch-size", "64"],
+        tmp_path / "host",
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: any("Volunteers join with" in line for line in host.lines), timeout=120), (
+            host.tail()
+        )
+        lines = list(host.lines)
+        token = next(line for line in lines if line.startswith("HIVE1-"))
+        invite = parse_invite(token)
+        link = next(line for line in lines if line.startswith("Link: ")).removeprefix("Link: ")
+        assert link == invite.link
+        drawn = "\n".join(lines[lines.index(token) + 1 : lines.index(f"Link: {link}")]) + "\n"
+        assert drawn == qr.terminal_text(invite.link)
+        assert qr.read_qr(png) == [token], "the PNG holds the invite for a phone or the tray to scan"
     finally:
         assert host.stop() == 0
 
