@@ -83,7 +83,11 @@ def build_parser() -> Parser:
     host.add_argument("--device", default="cpu")
     host.add_argument("--batch-size", type=int)
     host.add_argument("--cpu-threads", type=int)
-    host.add_argument("--max-step", type=int, help=argparse.SUPPRESS)
+    host.add_argument(
+        "--last-step",
+        type=int,
+        help="end the run at this collaborative step (volunteers are told it finished)",
+    )
     host.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     host.add_argument("--json", action="store_true", help="print events (and the invite) as JSON lines")
 
@@ -216,6 +220,7 @@ class Output:
         self.fatal: Event | None = None
         self.last_progress: Event | None = None
         self.bye_code: int | None = None
+        self.finished = False  # the worker reached the run's last step
 
     def __call__(self, event: Event) -> None:
         from hiveling.core.report import describe_event
@@ -225,6 +230,8 @@ class Output:
             self.last_progress = event
         if kind == "error" and event.get("fatal"):
             self.fatal = event
+        if kind == "state" and event.get("state") == "stopped" and event.get("outcome") == "finished":
+            self.finished = True
         with self.lock:
             if self.as_json:
                 print(json.dumps(event), flush=True)

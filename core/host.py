@@ -43,7 +43,7 @@ class HostOptions:
     batch_size: int | None = None
     cpu_threads: int | None = None
     checkpoint_every: int = 20
-    max_step: int | None = None
+    last_step: int | None = None
     progress_interval: float = 2.0
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -83,6 +83,7 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         target_batch_size=target,
         # Only what differs from the recipe's defaults travels: invites stay short enough for a QR code.
         hparams={k: v for k, v in hparams.items() if recipe.defaults.get(k) != v},
+        last_step=options.last_step,
     )
     try:  # everything but the addresses, which only the running worker knows
         make_invite(
@@ -94,6 +95,7 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
             target_batch_size=spec.target_batch_size,
             peers=[PLACEHOLDER_PEER],
             expires=options.expires_in,
+            last_step=spec.last_step,
         )
     except InviteError as error:
         raise HostError(str(error)) from error
@@ -109,6 +111,7 @@ def check_options(options: HostOptions) -> None:
         ("--checkpoint-every", options.checkpoint_every),
         ("--cpu-threads", options.cpu_threads),
         ("--batch-size", options.batch_size),
+        ("--last-step", options.last_step),
     ):
         if value is not None and value < 1:
             raise HostError(f"{flag} must be at least 1, got {value}")
@@ -161,7 +164,6 @@ class Host:
                 listen=listen_addresses(options),
                 announce=options.announce,
                 checkpoint_every=options.checkpoint_every,
-                max_step=options.max_step,
                 progress_interval=options.progress_interval,
                 env=options.env,
             ),
@@ -190,6 +192,7 @@ class Host:
                     target_batch_size=self.spec.target_batch_size,
                     peers=peers,
                     expires=self.options.expires_in,
+                    last_step=self.spec.last_step,
                 )
             except InviteError as error:
                 self.error = f"cannot make the invite: {error}"
@@ -260,7 +263,7 @@ def run_host(args: Any) -> int:
             batch_size=args.batch_size,
             cpu_threads=args.cpu_threads,
             checkpoint_every=args.checkpoint_every,
-            max_step=args.max_step,
+            last_step=args.last_step,
             progress_interval=args.progress_interval,
         )
         host = Host(options, output)
@@ -306,6 +309,11 @@ def run_host(args: Any) -> int:
     if host.error is not None:
         print(f"hiveling host: {host.error}", file=sys.stderr)
         return EXIT_USAGE
+    if output.finished and not interrupted:
+        output.say(
+            f"The run reached its last step ({options.last_step}) and is finished; its state is saved."
+        )
+        return EXIT_OK
     if interrupted or (output.fatal is None and host.supervisor.exit_code in (0, None)):
         output.say("Host stopped; the run's state is saved and training resumes from it next time.")
         return EXIT_OK

@@ -101,6 +101,7 @@ class Invite:
     peers: tuple[str, ...]  # after parse_invite: only those this client can use, in the invite's order
     expires: datetime  # aware, UTC, whole seconds
     token: str  # the canonical text: "HIVE1-" and upper-case base32
+    last_step: int | None = None  # the collaborative step at which the run ends; None: no planned end
 
     @property
     def fingerprint(self) -> str:
@@ -136,11 +137,13 @@ def make_invite(
     target_batch_size: int,
     peers: Sequence[str],
     expires: datetime | timedelta,
+    last_step: int | None = None,
 ) -> Invite:
     """A signed invite; InviteError (reason ``"invalid"``) names the argument that cannot be carried.
 
     ``expires`` is a moment (a naive one is local time) or a duration from now; it is kept to the
     second. ``hparams`` are the recipe's hyperparameters that differ from its defaults (JSON values).
+    ``last_step``, when given, is the collaborative step at which volunteers stop: the run is finished.
     """
     from hiveling.core.peers import PeerAddressError, check_multiaddr
 
@@ -151,6 +154,10 @@ def make_invite(
         raise InviteError(INVALID, f"target batch size must be a whole number, not {target_batch_size!r}")
     if not 1 <= target_batch_size < 2**40:
         raise InviteError(INVALID, f"target batch size must be at least 1, not {target_batch_size}")
+    if last_step is not None and (
+        isinstance(last_step, bool) or not isinstance(last_step, int) or not 1 <= last_step < 2**40
+    ):
+        raise InviteError(INVALID, f"the last step must be a whole number from 1 up, not {last_step!r}")
     if not all(isinstance(name, str) for name in hparams):
         raise InviteError(INVALID, "hyperparameter names must be texts")
     try:
@@ -191,6 +198,7 @@ def make_invite(
         recipe_version=recipe_version,
         hparams_json=hparams_json,
         peers=tuple(unique_peers),
+        last_step=last_step,
     )
     payload = invitewire.encode(fields)
     signature = key.sign(_signed_message(FORMAT_VERSION, payload))
@@ -271,6 +279,7 @@ def _invite(fields: invitewire.Fields, hparams: dict[str, Any], peers: tuple[str
         peers=peers,
         expires=datetime.fromtimestamp(fields.expires, UTC),
         token=token,
+        last_step=fields.last_step,
     )
 
 

@@ -4,7 +4,8 @@ Layout (``str`` is a varint length and UTF-8, ``varint`` is unsigned LEB128)::
 
     organizer key (32) | run id (10) | expires u32 (Unix seconds) | target batch size varint |
     run name str | recipe str | recipe version str | hyperparameters str (JSON) |
-    peer count varint | peers... | fields added by later clients (ignored)
+    peer count varint | peers... | last step varint (optional; 0 or absent: no end) |
+    fields added by later clients (ignored)
 
 A peer is a component count and that many components of a multiaddr, each a tag and its value in
 binary (an IPv4 address takes 4 bytes, a peer id its 34-byte multihash, a peer id seen earlier in the
@@ -44,6 +45,7 @@ class Fields:
     recipe_version: str
     hparams_json: str
     peers: tuple[str, ...]
+    last_step: int | None = None
 
 
 def encode(fields: Fields) -> bytes:
@@ -57,6 +59,8 @@ def encode(fields: Fields) -> bytes:
     seen: list[bytes] = []
     for peer in fields.peers:
         out += _encode_peer(peer, seen)
+    if fields.last_step:  # written only when set: invites without an end keep their bytes
+        _put_varint(out, fields.last_step)
     return bytes(out)
 
 
@@ -72,9 +76,11 @@ def decode(data: bytes) -> Fields:
         raise FormatError(f"it claims {count} peers")
     seen: list[bytes] = []
     peers = tuple(_decode_peer(reader, seen) for _ in range(count))
+    last_step = (reader.varint() or None) if reader.pos < len(data) else None
     return Fields(
-        key, run_id, expires, target_batch_size, run_name, recipe, recipe_version, hparams_json, peers
-    )
+        key, run_id, expires, target_batch_size, run_name, recipe, recipe_version, hparams_json, peers,
+        last_step,
+    )  # fmt: skip
 
 
 def b58encode(data: bytes) -> str:

@@ -85,6 +85,11 @@ def describe_invite(invite: Any, now: datetime | None = None) -> list[str]:
         f"Recipe:     {invite.recipe} {invite.recipe_version}, "
         f"target batch {format_count(invite.target_batch_size)}",
         f"Expires:    {invite.expires:%Y-%m-%d %H:%M} UTC ({days:.0f} days)",
+        *(
+            [f"Ends:       at collaborative step {format_count(invite.last_step)}"]
+            if invite.last_step
+            else []
+        ),
     ]
 
 

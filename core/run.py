@@ -16,6 +16,7 @@ class RunSpec:
     target_batch_size: int
     hparams: dict[str, Any] = field(default_factory=dict)
     peers: tuple[str, ...] = ()
+    last_step: int | None = None  # the run ends at this collaborative step (None: when the host stops)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "peers": list(self.peers)}
@@ -30,6 +31,7 @@ class RunSpec:
             target_batch_size=int(raw["target_batch_size"]),
             hparams=dict(raw.get("hparams") or {}),
             peers=tuple(raw.get("peers") or ()),
+            last_step=int(raw["last_step"]) if raw.get("last_step") else None,
         )
 
     @property

@@ -85,6 +85,8 @@ def run_volunteer(args: argparse.Namespace) -> int:
     if output.last_progress is not None:
         total = output.last_progress.get("total_samples") or 0
         output.say(f"This machine has contributed {total:,} samples to {invite.run_name}.")
+    if output.finished:
+        output.say(f"“{invite.run_name}” has reached its last step and is finished. Thank you for your help!")
     if interrupted or output.bye_code == 0:
         return EXIT_OK
     if output.bye_code == 2:

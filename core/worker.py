@@ -158,7 +158,7 @@ class Worker:
             identity_path=str(identity),
             checkpoint_path=run_dir / ("host.ckpt" if self.args.role == "host" else "volunteer.ckpt"),
             checkpoint_every=self.args.checkpoint_every,
-            max_step=self.args.max_step,
+            max_step=self.args.max_step if self.args.max_step is not None else spec.last_step,
             progress_interval=self.args.progress_interval,
             # The identity lock already proves that no other worker here uses this identity, and asking
             # the swarm would refuse a restarted worker whose previous connection peers still remember.
@@ -265,6 +265,7 @@ class Worker:
             target_batch_size=invite.target_batch_size,
             hparams=dict(invite.hparams),
             peers=tuple(invite.peers),
+            last_step=invite.last_step,
         )
 
     def _load_recipe(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]:

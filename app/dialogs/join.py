@@ -137,6 +137,7 @@ class JoinDialog(QDialog):
         self.needs = QLabel()
         self.machine = QLabel()
         self.expires = QLabel()
+        self.ends = QLabel()
         for label in (self.recipe, self.needs, self.machine):
             label.setWordWrap(True)
         form.addRow("Run:", self.run_name)
@@ -145,6 +146,7 @@ class JoinDialog(QDialog):
         form.addRow("Needs:", self.needs)
         form.addRow("This computer:", self.machine)
         form.addRow("Invite expires:", self.expires)
+        form.addRow("Run ends:", self.ends)
         self.details.hide()
         layout.addWidget(self.details)
 
@@ -235,6 +237,11 @@ class JoinDialog(QDialog):
         self.run_name.setText(invite.run_name)
         self.organizer.setText(invite.fingerprint)
         self.expires.setText(self._expiry_words(invite.expires))
+        self.ends.setText(
+            f"after {invite.last_step:,} collaborative steps"
+            if invite.last_step
+            else "when the organizer stops it"
+        )
         self._show_needs(invite)
         self.details.show()
 

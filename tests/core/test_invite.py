@@ -108,6 +108,7 @@ def fields_of(invite: Invite, **changes: Any) -> invitewire.Fields:
         "recipe_version": invite.recipe_version,
         "hparams_json": json.dumps(dict(invite.hparams)),
         "peers": invite.peers,
+        "last_step": invite.last_step,
     }
     values.update(changes)
     return invitewire.Fields(**values)
@@ -307,11 +308,25 @@ def test_a_signed_payload_this_client_cannot_read_is_corrupted() -> None:
 
 
 def test_fields_a_later_client_appends_are_ignored() -> None:
-    invite = make()
-    longer = invitewire.encode(fields_of(invite)) + b"\x07later"
-    parsed = parse(signed(KEY, longer))
-    assert parsed.run_id == invite.run_id
-    assert parsed.peers == invite.peers
+    for invite, last_step in ((make(), b"\x00"), (make(last_step=7), b"")):
+        # After the peers comes the last step (0: none), then whatever later clients add.
+        longer = invitewire.encode(fields_of(invite)) + last_step + b"\x07later"
+        parsed = parse(signed(KEY, longer))
+        assert parsed.run_id == invite.run_id
+        assert parsed.peers == invite.peers
+        assert parsed.last_step == invite.last_step
+
+
+def test_a_run_with_an_end_carries_its_last_step_and_one_without_keeps_its_bytes() -> None:
+    open_ended = make()
+    bounded = make(last_step=5_000)
+    assert open_ended.last_step is None
+    assert parse(bounded.token).last_step == 5_000
+    assert parse(bounded.token) == bounded
+    # The last step costs two bytes, and only to runs that have one: the older layout is unchanged.
+    payload = invitewire.encode(fields_of(open_ended))
+    assert payload == invitewire.encode(fields_of(bounded, last_step=None))
+    assert len(invitewire.encode(fields_of(bounded))) == len(payload) + 2
 
 
 def test_expiry_is_checked_against_now() -> None:
@@ -385,6 +400,9 @@ def test_unusable_peers_are_dropped_and_none_usable_is_refused() -> None:
         ({"expires": timedelta(seconds=-1)}, "future"),
         ({"expires": datetime(2020, 1, 1, tzinfo=UTC)}, "future"),
         ({"expires": datetime(2200, 1, 1, tzinfo=UTC)}, "2106"),
+        ({"last_step": 0}, "last step"),
+        ({"last_step": True}, "last step"),
+        ({"last_step": 2.5}, "last step"),
     ],
 )
 def test_make_invite_refuses_what_an_invite_cannot_carry(overrides: dict[str, Any], words: str) -> None:

@@ -32,7 +32,8 @@ def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_ca
     assert codes == [0, 0, 0], [peer.process.tail() for peer in peers]
 
     history = [peer.steps() for peer in peers]
-    assert all(steps in h for h in history), "every peer reaches the final collaborative step"
+    # Reaching, not stepping through: a peer that re-synchronized just then downloaded that step.
+    assert all(max(h) >= steps for h in history), "every peer reaches the final collaborative step"
     late_first = min(history[2])
     assert late_first > 5, "the late peer started from the collaboration's step, not from scratch"
     assert max(e["peers"] for e in history[2].values()) == 3
@@ -49,7 +50,7 @@ def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_ca
         "the peers end with identical parameters"
     )
     # Collaboration trained the model: the loss went down.
-    assert history[0][steps]["loss"] < history[0][1]["loss"]
+    assert history[0][max(history[0])]["loss"] < history[0][1]["loss"]
 
 
 def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_step(

@@ -308,8 +308,8 @@ def test_the_host_prints_its_invite_as_text_terminal_qr_and_png(tmp_path: Path) 
         invite = parse_invite(token)
         link = next(line for line in lines if line.startswith("Link: ")).removeprefix("Link: ")
         assert link == invite.link
-        drawn = "\n".join(lines[lines.index(token) + 1 : lines.index(f"Link: {link}")]) + "\n"
-        assert drawn == qr.terminal_text(invite.link)
+        drawn = lines[lines.index(token) + 1 : lines.index(f"Link: {link}")]
+        assert drawn == qr.terminal_text(invite.link).splitlines() + [""]
         assert qr.read_qr(png) == [token], "the PNG holds the invite for a phone or the tray to scan"
     finally:
         assert host.stop() == 0
@@ -342,3 +342,53 @@ def test_out_of_memory_halves_the_batch_instead_of_crashing(tmp_path: Path) -> N
         assert not any(state("restarting")(e) for e in events.events), "no crash, no restart"
     finally:
         supervisor.stop()
+
+
+def test_a_run_with_a_last_step_finishes_for_its_volunteers(host: tuple[Cli, str], tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from hiveling.core.invite import OrganizerKey, make_invite, parse_invite
+
+    cli, token = host
+    invite = parse_invite(token)
+    now = cli.wait_for(lambda e: progress(e) and e["step"] >= 1, timeout=120)["step"]
+    # The organizer re-issues the run's invite with an end a few steps ahead (same key, same run).
+    key = OrganizerKey.load(cli.home / "config" / "organizer.key")
+    bounded = make_invite(
+        key,
+        run_name=invite.run_name,
+        recipe=invite.recipe,
+        recipe_version=invite.recipe_version,
+        hparams=dict(invite.hparams),
+        target_batch_size=invite.target_batch_size,
+        peers=invite.peers,
+        expires=timedelta(days=1),
+        last_step=now + 4,
+    )
+    assert bounded.run_id == invite.run_id
+    volunteer = Cli(
+        ["--headless", "--invite", bounded.token, "--json", "--device", "cpu", "--batch-size", "32",
+         "--cpu-threads", "1", "--listen", LOOPBACK[0], "--progress-interval", "0.5"],
+        tmp_path / "volunteer",
+    )  # fmt: skip
+    try:
+        finished = volunteer.wait_for(
+            lambda e: state("stopped")(e) and e.get("outcome") == "finished", timeout=180
+        )
+        assert finished["reason"] == "reached the last step"
+        assert volunteer.wait(timeout=60) == 0, volunteer.tail()  # it ended by itself, successfully
+        assert max(e["step"] for e in volunteer.events if progress(e)) >= now + 4
+    finally:
+        volunteer.stop()
+
+
+def test_a_host_with_a_last_step_ends_the_run_there(tmp_path: Path) -> None:
+    host, token = start_local_host(tmp_path / "host", "--last-step", "2")
+    try:
+        from hiveling.core.invite import parse_invite
+
+        assert parse_invite(token).last_step == 2
+        host.wait_for(lambda e: state("stopped")(e) and e.get("outcome") == "finished", timeout=180)
+        assert host.wait(timeout=60) == 0, host.tail()
+    finally:
+        host.stop()
