@@ -412,9 +412,9 @@ def test_the_state_dump_says_what_the_tray_shows(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_the_app_drives_a_real_worker(qtbot: Any, local_invite: str, app_home: Path) -> None:
-    """A real worker process joins a real host on 127.0.0.1: train, pause from the menu, start, quit."""
+    """A real worker process joins a real host on 127.0.0.1: train, pause both ways from the menu, quit."""
     notices: list[Notice] = []
     app = TrayApp(
         Settings(invite=local_invite, pause_on_battery=False),
@@ -441,6 +441,12 @@ def test_the_app_drives_a_real_worker(qtbot: Any, local_invite: str, app_home: P
         qtbot.waitUntil(lambda: app.state.worker == "paused", timeout=60_000)
         assert app.tray.icon.toolTip().startswith("Paused: by you\n")
 
+        app.tray.start_action.trigger()
+        qtbot.waitUntil(lambda: app.state.worker == "training", timeout=150_000)
+
+        app.tray.pause_now_action.trigger()  # frees the device at once; Start rejoins with the same identity
+        qtbot.waitUntil(lambda: app.state.worker == "paused", timeout=30_000)
+        assert app.tray.icon.toolTip().startswith("Paused: by you\n")
         app.tray.start_action.trigger()
         qtbot.waitUntil(lambda: app.state.worker == "training", timeout=150_000)
     finally:
