@@ -109,12 +109,18 @@ class Contribution:
 
     samples: int = 0
     seconds: float = 0.0
+    finished_at: int | None = None  # the run's last step, once this machine trained up to it
 
 
 def load_contribution(run_id: str) -> Contribution:
     raw = read_json(paths.run_dir(run_id) / TOTALS_FILE) or {}
     try:
-        return Contribution(samples=int(raw.get("samples", 0)), seconds=float(raw.get("seconds", 0.0)))
+        finished = raw.get("finished_at")
+        return Contribution(
+            samples=int(raw.get("samples", 0)),
+            seconds=float(raw.get("seconds", 0.0)),
+            finished_at=None if finished is None else int(finished),
+        )
     except (TypeError, ValueError):
         logger.warning("Ignoring corrupted contribution totals of run %s", run_id)
         return Contribution()

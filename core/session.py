@@ -101,6 +101,7 @@ class Totals:
     #: toward the next step (work that a pause "now" drops and a pause "after this step" never does).
     last_step: int = 0
     unused_samples: int = 0
+    finished_at: int | None = None  # saved with the totals: a later start of a finished run ends at once
 
     def start_session(self) -> None:
         self.training_since = time.monotonic()

@@ -140,6 +140,11 @@ class Worker:
         ensure_identity(identity)
         seed = data_seed(hashlib.sha256(identity.read_bytes()).hexdigest())
         previous = config.load_contribution(spec.run_id)
+        if spec.last_step is not None and (previous.finished_at or 0) >= spec.last_step:
+            # Started again after the end (the tray at login, say): nothing to join any more.
+            reason = f"the run has finished (step {spec.last_step})"
+            self.emit(make_event("state", state="stopped", reason=reason, outcome="finished"))
+            return EXIT_OK
         totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
         self.emit(make_event("state", state="starting", reason=f"preparing {recipe.title} on {device.label}"))
 
@@ -174,6 +179,8 @@ class Worker:
         try:
             while True:
                 outcome = self._train(session, plan, totals, hello, recipe)
+                if outcome == "finished" and spec.last_step is not None:
+                    totals.finished_at = spec.last_step
                 _save_totals(spec.run_id, totals)
                 if outcome != "paused":
                     reason = "reached the last step" if outcome == "finished" else "stopped"
@@ -410,7 +417,9 @@ def exit_soon(code: int, grace: float = 10.0) -> None:
 
 def _save_totals(run_id: str, totals: Totals) -> None:
     try:
-        config.save_contribution(run_id, config.Contribution(totals.total_samples, totals.total_seconds))
+        config.save_contribution(
+            run_id, config.Contribution(totals.total_samples, totals.total_seconds, totals.finished_at)
+        )
     except OSError as error:
         logger.warning("Could not save the contribution totals: %s", error)
 

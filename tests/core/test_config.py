@@ -52,6 +52,8 @@ def test_contribution_totals_survive_and_a_corrupted_file_restarts_them(hiveling
     assert config.load_contribution("run-1") == config.Contribution()
     config.save_contribution("run-1", config.Contribution(samples=1200, seconds=60.5))
     assert config.load_contribution("run-1") == config.Contribution(samples=1200, seconds=60.5)
+    config.save_contribution("run-1", config.Contribution(samples=1300, seconds=61.0, finished_at=500))
+    assert config.load_contribution("run-1").finished_at == 500
     (paths.run_dir("run-1") / config.TOTALS_FILE).write_text('{"samples": "many"}')
     assert config.load_contribution("run-1") == config.Contribution()
 

@@ -380,6 +380,14 @@ def test_a_run_with_a_last_step_finishes_for_its_volunteers(host: tuple[Cli, str
         assert max(e["step"] for e in volunteer.events if progress(e)) >= now + 4
     finally:
         volunteer.stop()
+    home = tmp_path / "volunteer"
+    again = Cli(["--headless", "--invite", bounded.token, "--json", "--device", "cpu"], home)
+    try:
+        assert again.wait(timeout=120) == 0, again.tail()
+        assert any(state("stopped")(e) and e.get("outcome") == "finished" for e in again.events)
+        assert not any(state("connecting")(e) for e in again.events), "a finished run is not joined again"
+    finally:
+        again.stop()
 
 
 def test_a_host_with_a_last_step_ends_the_run_there(tmp_path: Path) -> None:
