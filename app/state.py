@@ -238,7 +238,7 @@ class AppState:
         elif state in ("starting", "connecting"):
             self._stopping = False
         elif state == "stopped" and event.get("outcome") == "finished":
-            self._finish(when)
+            self._finish(when, notify=not event.get("again"))
         self._changed()
         return True
 
@@ -285,12 +285,13 @@ class AppState:
             self._changed()
         return changed
 
-    def _finish(self, when: float) -> bool:
+    def _finish(self, when: float, notify: bool = True) -> bool:
         if self.finished:
             return False
         self.finished = True
-        name = self.run_name or "The run"
-        self._notify(Notice("Run finished", f"{name} has finished. Thank you for your help!"), when)
+        if notify:  # not again each time the app starts a worker for a run that finished long ago
+            name = self.run_name or "The run"
+            self._notify(Notice("Run finished", f"{name} has finished. Thank you for your help!"), when)
         return True
 
     def _account(self, state: str, when: float) -> None:

@@ -60,6 +60,8 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5 (the first 3 are not counted)")
     import hivemind
 
     bootstrap = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])

@@ -162,7 +162,10 @@ def measure(
             ):
                 time.sleep(0.1)
             address = out.with_suffix(".address")
-            initial_peers = address.read_text() if address.exists() else ""
+            if not address.exists():
+                _, err = procs[0].communicate(timeout=120) if procs[0].poll() is not None else (None, b"")
+                raise RuntimeError("the first peer did not start:\n" + (err or b"").decode(errors="replace"))
+            initial_peers = address.read_text()
     # Measure from when the last peer has taken part in a collaborative step (joins excluded)...
     markers = [out.with_suffix(".started") for out in outs]
     deadline = time.time() + 180

@@ -5,8 +5,10 @@ unknown fields; the version changes only when a change would break an existing r
 
 Events (fields beyond ``v``/``type``/``time``):
     hello     versions, peer_id, run_id, run_name, recipe, device, batch_size, addresses, role
-    state     state (one of STATES), reason (human text or null); "pausing" adds step, "paused" adds
-              step, unused_samples (trained here but in no collaborative step) and device_memory_bytes
+    state     state (one of STATES), reason (human text or null). From the worker, "pausing" adds
+              step, and "paused" adds step, unused_samples (trained here but in no collaborative
+              step) and device_memory_bytes; "stopped" adds outcome ("stopped", "finished": the run's
+              last step) and step, and again=true when the run had finished before this start
     progress  step, peers, local_sps, collab_sps, samples_accumulated, target_batch_size,
               eta_seconds, loss, session_samples, total_samples, total_seconds, batch_size
     log       level, message

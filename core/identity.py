@@ -3,7 +3,8 @@
 hivemind can ask the swarm whether an identity is already in use, but peers remember a dead
 connection for a while, so a worker restarted after a crash or a "pause now" was refused as its own
 ghost. The question is really local (the key file lives here): a lock file held for the worker's
-lifetime answers it, and the operating system releases it when the process dies, even by kill -9.
+lifetime answers it, and the operating system releases it when the process dies, even by kill -9
+(forked children, hivemind's DHT and averagers, share it: it is free once the whole group is gone).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import os
 import time
 from pathlib import Path
 
-_LOCK_WAIT_SECONDS = 10.0
+_LOCK_WAIT_SECONDS = 30.0  # a stopping worker's group is killed in seconds; a slow teardown too
 _LOCK_POLL_SECONDS = 0.1
 
 
 class IdentityInUse(Exception):
-    """Another process on this machine holds the identity."""
+    """Another process on this machine holds the identity; the message is its process id, if known."""
 
 
 def ensure_identity(path: Path) -> Path:
@@ -54,16 +55,17 @@ class IdentityLock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                     os.close(fd)
-                    raise IdentityInUse(str(self.path)) from None
+                    raise IdentityInUse(holder) from None
                 time.sleep(_LOCK_POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:
+        """Lets go of this process's hold; forked children that share the lock keep it until they end."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+                os.close(fd)

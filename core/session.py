@@ -99,7 +99,7 @@ class Totals:
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
     #: Where the last session ended: its collaborative step, and the samples this machine had trained
     #: toward the next step (work that a pause "now" drops and a pause "after this step" never does).
-    last_step: int = 0
+    ended_at_step: int = 0
     unused_samples: int = 0
     finished_at: int | None = None  # saved with the totals: a later start of a finished run ends at once
 
@@ -274,7 +274,7 @@ class Reporter(Callback):
         self._check_requests(trainer, step)
         if trainer.should_stop:
             optimizer = self.strategy.hivemind_optimizer
-            self.totals.last_step = step
+            self.totals.ended_at_step = step
             self.totals.unused_samples = (
                 0 if optimizer is None else int(optimizer.tracker.local_progress.samples_accumulated)
             )

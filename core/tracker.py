@@ -59,8 +59,9 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         """
         loop = asyncio.get_running_loop()
         last_time, last_epoch, last_samples = -float("inf"), None, 0
+        active_epoch = -float("inf")  # the global epoch when this peer last had samples to report
         pending = False
-        store: asyncio.Task[Any] | None = None
+        stores: set[asyncio.Task[Any]] = set()
         try:
             while not self.shutdown_triggered.is_set():
                 due = last_time + self.metadata_expiration / 2
@@ -80,8 +81,12 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                     continue
                 pending = False
                 last_time, last_epoch, last_samples = now, progress.epoch, progress.samples_accumulated
-                if progress.epoch < self.global_epoch - 1:
-                    continue  # out of sync (about to download the state): do not count toward this epoch
+                if progress.samples_accumulated > 0:
+                    active_epoch = self.global_epoch
+                if active_epoch < self.global_epoch - 1:
+                    # As hivemind does: a peer that has trained nothing for a while (just started,
+                    # downloading the state) is not announced, so nobody waits for it in a round.
+                    continue
                 store = asyncio.create_task(
                     asyncio.wait_for(
                         self.dht.store(
@@ -94,8 +99,10 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                         timeout=self.metadata_expiration,
                     )
                 )
+                stores.add(store)
+                store.add_done_callback(_forget(stores))
         finally:
-            if store is not None:
+            for store in stores:
                 store.cancel()
 
     def run(self) -> None:
@@ -112,3 +119,14 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         finally:
             loop.close()
             self.shutdown_complete.set()
+
+
+def _forget(stores: set[asyncio.Task[Any]]) -> Any:
+    """A done-callback that drops a finished store and retrieves its outcome (a timeout is no news)."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        stores.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done

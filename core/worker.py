@@ -143,7 +143,8 @@ class Worker:
         if spec.last_step is not None and (previous.finished_at or 0) >= spec.last_step:
             # Started again after the end (the tray at login, say): nothing to join any more.
             reason = f"the run has finished (step {spec.last_step})"
-            self.emit(make_event("state", state="stopped", reason=reason, outcome="finished"))
+            finished = make_event("state", state="stopped", reason=reason, outcome="finished")
+            self.emit({**finished, "step": previous.finished_at, "again": True})
             return EXIT_OK
         totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
         self.emit(make_event("state", state="starting", reason=f"preparing {recipe.title} on {device.label}"))
@@ -163,7 +164,7 @@ class Worker:
             identity_path=str(identity),
             checkpoint_path=run_dir / ("host.ckpt" if self.args.role == "host" else "volunteer.ckpt"),
             checkpoint_every=self.args.checkpoint_every,
-            max_step=self.args.max_step if self.args.max_step is not None else spec.last_step,
+            max_step=min((s for s in (self.args.max_step, spec.last_step) if s is not None), default=None),
             progress_interval=self.args.progress_interval,
             # The identity lock already proves that no other worker here uses this identity, and asking
             # the swarm would refuse a restarted worker whose previous connection peers still remember.
@@ -179,13 +180,13 @@ class Worker:
         try:
             while True:
                 outcome = self._train(session, plan, totals, hello, recipe)
-                if outcome == "finished" and spec.last_step is not None:
-                    totals.finished_at = spec.last_step
+                if outcome == "finished" and spec.last_step and totals.ended_at_step >= spec.last_step:
+                    totals.finished_at = spec.last_step  # the run's end, not a --max-step of this machine
                 _save_totals(spec.run_id, totals)
                 if outcome != "paused":
                     reason = "reached the last step" if outcome == "finished" else "stopped"
                     stopped = make_event("state", state="stopped", reason=reason, outcome=outcome)
-                    self.emit({**stopped, "fingerprints": totals.fingerprints})
+                    self.emit({**stopped, "step": totals.ended_at_step, "fingerprints": totals.fingerprints})
                     return EXIT_OK
                 self._release(plan, device.kind, totals)
                 if not self.controls.wait_while_paused():
@@ -249,7 +250,7 @@ class Worker:
             state="paused",
             reason="paused",
             device_memory_bytes=reserved,
-            step=totals.last_step,
+            step=totals.ended_at_step,
             unused_samples=totals.unused_samples,
         )
         self.emit(paused)
@@ -311,11 +312,12 @@ class Worker:
         lock = IdentityLock(identity)
         try:
             lock.acquire()
-        except IdentityInUse:
+        except IdentityInUse as error:
             raise WorkerError(
                 "identity_in_use",
-                f"Another Hiveling worker on this machine is already training {spec.run_name!r} as this "
-                f"peer: stop it first (or give this one its own folder with HIVELING_HOME=...)",
+                f"Another Hiveling worker on this machine (process {error}) is already training "
+                f"{spec.run_name!r} as this peer: stop it first, or give this one its own folder "
+                "with HIVELING_HOME=...",
             ) from None
         self._identity_lock = lock  # held until the process ends
 

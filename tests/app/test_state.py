@@ -155,8 +155,21 @@ def test_a_stop_the_app_asked_for_is_not_a_finished_run() -> None:
 
 def test_an_outcome_field_marks_a_finished_run() -> None:
     state = joined()
+    state.take_notices()
     state.apply(event("state", state="stopped", reason="reached the last step", outcome="finished"))
     assert state.finished
+    assert [n.title for n in state.take_notices()] == ["Run finished"]
+
+
+def test_a_run_that_finished_before_this_start_is_shown_finished_without_a_new_notice() -> None:
+    state = joined()
+    state.take_notices()
+    finished = event("state", state="stopped", reason="the run has finished", outcome="finished", again=True)
+    state.apply(finished)
+    state.apply(event("bye", exit_code=0, reason="stopped"))
+    assert state.finished
+    assert state.status_line == "Stopped: the run has finished"
+    assert state.take_notices() == []
 
 
 def test_a_crash_loop_ends_in_the_error_look_with_the_reason_and_two_notices() -> None:

@@ -1,0 +1,75 @@
+"""The progress tracker against a real DHT on 127.0.0.1: throttled reports, urgent ones at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hiveling.core.tracker import SelfCountingTracker
+
+pytestmark = pytest.mark.timeout(120)
+
+PERIOD = 1.0
+
+
+@pytest.fixture
+def tracker() -> Iterator[SelfCountingTracker]:
+    import hivemind
+
+    dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    tracked = SelfCountingTracker(
+        dht=dht, prefix="tracker_test", target_batch_size=10**6, report_period=PERIOD, start=True
+    )
+    try:
+        yield tracked
+    finally:
+        began = time.monotonic()
+        tracked.shutdown(timeout=10)
+        assert time.monotonic() - began < 5, "shutdown is prompt"
+        dht.shutdown()
+
+
+def stored(tracker: SelfCountingTracker) -> dict[str, Any] | None:
+    """This peer's record as the DHT holds it now."""
+    found = tracker.dht.get(tracker.training_progress_key, latest=True)
+    records = found.value if found is not None and isinstance(found.value, dict) else {}
+    me = tracker.dht.peer_id.to_bytes()
+    for record in records.values():
+        value = getattr(record, "value", None)
+        if isinstance(value, dict) and bytes(value.get("peer_id", b"")) == me:
+            return value
+    return None
+
+
+def test_samples_are_published_at_most_every_period_and_a_new_epoch_at_once(
+    tracker: SelfCountingTracker,
+) -> None:
+    times: set[float] = set()
+    began = time.monotonic()
+    samples = 0
+    while time.monotonic() - began < 2.0:
+        samples += 32
+        tracker.report_local_progress(local_epoch=0, samples_accumulated=samples)  # one "batch"
+        record = stored(tracker)
+        if record is not None:
+            times.add(float(record["time"]))
+        time.sleep(0.02)
+    # About 60 batches: hivemind would publish each one; here at most one every PERIOD seconds.
+    assert 2 <= len(times) <= 2.0 / PERIOD + 2, sorted(times)
+    assert stored(tracker) is not None
+
+    # Right after a report, a throttled one would wait a whole period; a new epoch must not.
+    latest = max(times)
+    while (record := stored(tracker)) is None or float(record["time"]) == latest:
+        samples += 32
+        tracker.report_local_progress(local_epoch=0, samples_accumulated=samples)
+        time.sleep(0.02)
+    asked = time.monotonic()
+    tracker.report_local_progress(local_epoch=1, samples_accumulated=0)
+    while (record := stored(tracker)) is None or record["epoch"] != 1:
+        assert time.monotonic() - asked < 0.6 * PERIOD, "a new epoch is published without waiting"
+        time.sleep(0.01)
+    assert record["samples_accumulated"] == 0
