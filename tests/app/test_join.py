@@ -84,6 +84,7 @@ def test_valid_invite_shows_the_run_and_joins(
     assert dialog.organizer.text() == invite.fingerprint
     assert "Glyph classifier" in dialog.recipe.text()
     assert dialog.expires.text().startswith("in 3 days")
+    assert dialog.ends.text() == "when the organizer stops it"
     assert dialog.machine.text().startswith("✔ Trains on NVIDIA GeForce RTX 3060")
     assert dialog.warning.isHidden()
     assert dialog.grab().save(str(tmp_path / "join.png"))
@@ -371,3 +372,10 @@ def test_validating_an_invite_loads_no_training_library(invite: Invite, app_home
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+def test_a_run_with_an_end_says_when_it_ends(qtbot: QtBot, make: Maker) -> None:
+    dialog = open_dialog(qtbot)
+    paste(qtbot, dialog, make(last_step=5000).token)
+    assert dialog.join_button.isEnabled()
+    assert dialog.ends.text() == "after 5,000 collaborative steps"
