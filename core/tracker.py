@@ -102,7 +102,7 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                 stores.add(store)
                 store.add_done_callback(_forget(stores))
         finally:
-            for store in stores:
+            for store in list(stores):  # their callbacks remove them from the set
                 store.cancel()
 
     def run(self) -> None:
