@@ -27,7 +27,13 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, report_period: float = DEFAULT_REPORT_PERIOD, **kwargs: Any) -> None:
         self.report_period = report_period  # before super(): it starts the reporting thread
+        self._active_epoch = -float("inf")  # the global epoch when this peer last had samples
         super().__init__(*args, **kwargs)
+
+    def report_local_progress(self, local_epoch: int, samples_accumulated: int, **kwargs: Any) -> None:
+        if samples_accumulated > 0:  # every batch, not only when a (throttled) report goes out
+            self._active_epoch = self.global_epoch
+        super().report_local_progress(local_epoch, samples_accumulated, **kwargs)
 
     def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:
         records = dict(metadata) if isinstance(metadata, dict) else {}
@@ -59,7 +65,6 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         """
         loop = asyncio.get_running_loop()
         last_time, last_epoch, last_samples = -float("inf"), None, 0
-        active_epoch = -float("inf")  # the global epoch when this peer last had samples to report
         pending = False
         stores: set[asyncio.Task[Any]] = set()
         try:
@@ -81,9 +86,7 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                     continue
                 pending = False
                 last_time, last_epoch, last_samples = now, progress.epoch, progress.samples_accumulated
-                if progress.samples_accumulated > 0:
-                    active_epoch = self.global_epoch
-                if active_epoch < self.global_epoch - 1:
+                if self._active_epoch < self.global_epoch - 1:
                     # As hivemind does: a peer that has trained nothing for a while (just started,
                     # downloading the state) is not announced, so nobody waits for it in a round.
                     continue
