@@ -38,6 +38,10 @@ def run_peer(args: argparse.Namespace) -> None:
     from hiveling.core import HivemindStrategy
 
     torch.set_num_threads(1)
+    if os.environ.get("W1_LOG_DIR"):
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.manual_seed(0)  # every peer starts from the same initialization
     model = DigitsMLP()
     started = Path(args.out).with_suffix(".started")
@@ -71,16 +75,25 @@ def run_peer(args: argparse.Namespace) -> None:
                 address = Path(args.out).with_suffix(".address")
                 address.with_suffix(".tmp").write_text(",".join(strategy.join_addresses()))
                 address.with_suffix(".tmp").rename(address)
-            update_epoch = hm._update_global_epoch
 
-            def timed_update(*args: Any, **kwargs: Any) -> Any:
-                began = time.time()
-                try:
-                    return update_epoch(*args, **kwargs)
-                finally:
-                    blocked.append((began, time.time()))
+            def timed(method: Any) -> Any:
+                def run(*args: Any, **kwargs: Any) -> Any:
+                    if timing:  # nested: the outer call counts this time
+                        return method(*args, **kwargs)
+                    timing.append(True)
+                    began = time.time()
+                    try:
+                        return method(*args, **kwargs)
+                    finally:
+                        blocked.append((began, time.time()))
+                        timing.clear()
 
-            hm._update_global_epoch = timed_update
+                return run
+
+            timing: list[bool] = []
+            hm._update_global_epoch = timed(hm._update_global_epoch)
+            # With overlapped averaging, a step's update is applied between two later batches.
+            hm.finish_pending_update = timed(hm.finish_pending_update)
 
     if args.peer_index < 0:
         callbacks: list[pl.Callback] = [clock]
@@ -151,7 +164,11 @@ def measure(
             "--stop-file",
             str(stop_file),
         ]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        log_dir = os.environ.get("W1_LOG_DIR")
+        stderr: Any = subprocess.PIPE
+        if log_dir:  # keep each peer's log (e.g. with HIVEMIND_LOGLEVEL=DEBUG) for a closer look
+            stderr = open(Path(log_dir) / f"peer{n_peers}_{index}.log", "wb")  # noqa: SIM115
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr))
         if index == 0 and n_peers > 1:
             # Others join a running collaboration (as volunteers do) and download its state on arrival.
             deadline = time.time() + 120
@@ -185,7 +202,7 @@ def measure(
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         if proc.returncode != 0:
-            errors.append(err.decode(errors="replace")[-2000:])
+            errors.append((err or b"").decode(errors="replace")[-2000:])
     if errors:
         raise RuntimeError("peer failed:\n" + "\n".join(errors))
 
@@ -221,6 +238,19 @@ def measure(
         result["share_blocked_in_step"] = round(sum(blocked_s) / len(blocked_s) / (stop - start), 3)
         rounds = sum(len(spans) for spans in in_window)
         result["mean_blocked_per_step_s"] = round(sum(blocked_s) / max(rounds, 1), 3)
+        # Training speed between collaborative steps: batches during which no step ran.
+        plain = []
+        for r, spans in zip(records, in_window, strict=True):
+            ends = [e for e in r["ends"] if start < e <= stop]
+            for a, b in zip(ends, ends[1:], strict=False):
+                if not any(a < s_end and s_begin < b for s_begin, s_end in spans):
+                    plain.append(b - a)
+        if plain:
+            result["median_batch_s_outside_steps"] = round(float(np.median(plain)), 4)
+    if n_peers == 0:
+        ends = [e for e in records[0]["ends"] if start < e <= stop]
+        result["median_batch_s"] = round(float(np.median(np.diff(ends))), 4)
+    if n_peers > 0:
         times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
         if len(times) > 1:
             result["seconds_per_step"] = round((times[-1] - times[0]) / (len(times) - 1), 3)

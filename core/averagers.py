@@ -3,9 +3,12 @@ and states and rounds that say which parameters they carry (step label, fingerpr
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from hivemind.averaging import DecentralizedAverager
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.state_averager import TrainingStateAverager
 
@@ -30,10 +33,15 @@ class GroupSizeMixin:
 
 
 class SizedGradientAverager(GroupSizeMixin, GradientAverager):  # type: ignore[misc]
-    """Sends a fingerprint of this peer's parameters with every round, so peers can tell they differ."""
+    """Sends a fingerprint of this peer's parameters and its step with every round, so peers can tell
+    they differ and which of them is behind."""
+
+    #: Set by the optimizer: the collaborative step this peer's parameters are at.
+    current_epoch: Callable[[], int] | None = None
 
     def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
-        kwargs.setdefault("gather", fingerprint(self.parameters))
+        epoch = self.current_epoch() if self.current_epoch is not None else None
+        kwargs.setdefault("gather", (*fingerprint(self.parameters), epoch))
         return super().schedule_step(scheduled_time, **kwargs)
 
 
@@ -45,8 +53,15 @@ def fingerprint(parameters: Any) -> tuple[float, float]:
     return total, magnitude
 
 
+def gathered_epoch(data: Any) -> int | None:
+    """The step a peer's round data says its parameters are at (None if it did not say)."""
+    if isinstance(data, (tuple, list)) and len(data) >= 3 and isinstance(data[2], int):
+        return data[2]
+    return None
+
+
 def same_fingerprint(a: Any, b: Any) -> bool:
-    if not (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) == 2):
+    if not (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and min(len(a), len(b)) >= 2):
         return True  # a peer that sent none (another client version) cannot be judged
     scale = 1.0 + abs(float(a[1]))
     return (
@@ -55,7 +70,20 @@ def same_fingerprint(a: Any, b: Any) -> bool:
     )
 
 
-class SizedStateAverager(GroupSizeMixin, TrainingStateAverager):  # type: ignore[misc]
+class _ServedEpoch(DecentralizedAverager):  # type: ignore[misc]
+    """Remembers the epoch of the last state downloaded, before hivemind decides whether to use it."""
+
+    served_epoch: int | None = None
+
+    def load_state_from_peers(self, **kwargs: Any) -> Any:
+        loaded = super().load_state_from_peers(**kwargs)
+        metadata = loaded[0] if isinstance(loaded, tuple) and loaded else None
+        epoch = metadata.get("epoch") if isinstance(metadata, dict) else None
+        self.served_epoch = epoch if isinstance(epoch, int) else None
+        return loaded
+
+
+class SizedStateAverager(GroupSizeMixin, TrainingStateAverager, _ServedEpoch):  # type: ignore[misc]
     """Serves its state labelled with the step whose update the parameters actually contain.
 
     hivemind increments the epoch before the optimizer step runs (in a background executor), so a
@@ -63,21 +91,43 @@ class SizedStateAverager(GroupSizeMixin, TrainingStateAverager):  # type: ignore
     one update apart from everyone while believing it is in sync.
     """
 
+    #: How long a peer asking for the state waits for an update whose epoch has already begun.
+    pending_update_wait = 5.0
+
     def __init__(self, **kwargs: Any) -> None:
+        self._applied = threading.Condition()
+        #: Set by the optimizer: whether an update whose epoch has begun only waits for this process
+        #: (its averaging round is over). Waiting on a round could wait on the peer asking.
+        self.update_landing: Callable[[], bool] = lambda: False
         super().__init__(**kwargs)
         self.applied_epoch = int(self.local_epoch)
         self.optimizer.register_step_post_hook(self._record_applied_epoch)
 
     def _record_applied_epoch(self, *_: Any) -> None:
-        self.applied_epoch = int(self.local_epoch)
+        with self._applied:
+            self.applied_epoch = int(self.local_epoch)
+            self._applied.notify_all()
 
     def get_current_state(self) -> Any:
+        # With overlapped averaging a step's epoch begins before its update lands (usually one batch
+        # later): serve the state with that update rather than one a step behind the swarm.
+        with self._applied:
+            self._applied.wait_for(
+                lambda: self.applied_epoch >= self.local_epoch or not self.update_landing(),
+                self.pending_update_wait,
+            )
         with self.lock_optimizer:  # the optimizer step holds it: never serve a half-applied update
             metadata, *rest = super().get_current_state()
             return (dict(metadata, epoch=self.applied_epoch), *rest)
 
+    #: Whether the last download was refused: nothing served, or a state older than this peer's.
+    last_load_refused = False
+
     def load_state_from_peers(self, **kwargs: Any) -> None:
+        before = int(self.local_epoch)
+        self.served_epoch = None
         super().load_state_from_peers(**kwargs)
+        self.last_load_refused = self.served_epoch is None or self.served_epoch < before
         self.applied_epoch = int(self.local_epoch)
 
     def shutdown(self) -> None:

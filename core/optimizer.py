@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-import hivemind
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 
@@ -24,8 +23,10 @@ from hiveling.core.averagers import (
     GroupSizeMixin,
     SizedGradientAverager,
     SizedStateAverager,
+    gathered_epoch,
     same_fingerprint,
 )
+from hiveling.core.overlap import OverlappedSteps
 from hiveling.core.tracker import SelfCountingTracker
 
 logger = logging.getLogger(__name__)
@@ -48,13 +49,18 @@ def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
     return min(expected) in group
 
 
-class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
+class CollaborativeOptimizer(OverlappedSteps):
     """A hivemind.Optimizer whose averaging groups close as soon as all known peers have joined."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, overlap_averaging: bool = False, **kwargs: Any) -> None:
+        self.overlap_averaging = overlap_averaging
         if not kwargs.get("use_local_updates", False):
             kwargs.setdefault("grad_averager_factory", SizedGradientAverager)
         super().__init__(**kwargs)
+        if isinstance(self.state_averager, SizedStateAverager):
+            self.state_averager.update_landing = self.update_landing
+        if isinstance(self.grad_averager, SizedGradientAverager):
+            self.grad_averager.current_epoch = lambda: int(self.local_epoch)
 
     def _make_state_averager(self, **kwargs: Any) -> TrainingStateAverager:
         return SizedStateAverager(
@@ -114,8 +120,15 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
         update apart from the others for good.
         """
         for _ in range(_LOAD_ATTEMPTS):
+            before = int(self.local_epoch)
             super().load_state_from_peers(**kwargs)
-            if self.state_averager.applied_epoch >= self.tracker.global_epoch:
+            averager = self.state_averager
+            served = getattr(averager, "served_epoch", None)
+            refused = getattr(averager, "last_load_refused", False)
+            if refused and served is not None and served < before - 1:
+                logger.info("Peers serve step %d, this peer is at %d: keeping its own state", served, before)
+                return
+            if not refused and averager.applied_epoch >= self.tracker.global_epoch:
                 return
             time.sleep(_LOAD_RETRY_SECONDS)
         logger.warning("Peers kept serving an older step than the swarm's; continuing from it")
@@ -158,22 +171,36 @@ class CollaborativeOptimizer(hivemind.Optimizer):  # type: ignore[misc]
         expected = set(self.tracker.active_peer_ids) | group
         keep = is_reference_group(group, expected)
         if keep and me in gathered:
-            # Same group, different parameters (say, a round that half-failed earlier): the majority wins.
-            alike = {peer for peer, data in gathered.items() if same_fingerprint(data, gathered[me])}
-            keep = is_reference_group(alike, group)
-            if not keep:
-                logger.info("Parameters differ from the majority of the group: downloading their state")
+            mine = gathered[me]
+            epochs = {peer: gathered_epoch(data) for peer, data in gathered.items()}
+            known = [e for e in epochs.values() if e is not None]
+            newest = max(known) if known else None
+            my_epoch = epochs[me]
+            if newest is not None and my_epoch is not None and my_epoch < newest:
+                # A peer that was stalled (a join, a slow round) averaged with those who moved on.
+                keep = False
+                logger.info("This peer is behind its averaging group: downloading their state")
+            else:
+                # Same step, different parameters (say, a round that half-failed earlier): the
+                # majority of the peers at the newest step wins; those behind download anyway.
+                current = {peer for peer, e in epochs.items() if e is None or e == newest}
+                alike = {peer for peer in current if same_fingerprint(gathered[peer], mine)}
+                keep = is_reference_group(alike, current)
+                if not keep:
+                    logger.info("Parameters differ from the majority of the group: downloading their state")
         self._resync_needed = not keep
 
-    def _update_global_epoch(self, grad_scaler: Any) -> None:
-        super()._update_global_epoch(grad_scaler)
+    def _state_replaced_soon(self) -> bool:
+        return self._resync_needed  # download first, so the next round carries the new fingerprint
+
+    def _should_look_for_group(self) -> bool:
+        return self.num_peers > 1
+
+    def _after_update_applied(self) -> None:
+        super()._after_update_applied()
         if not self._resync_needed and not self.client_mode and not self.delay_grad_averaging:
             # Peers that must re-synchronize download from the highest priority: make that this side.
             self.state_averager.state_sharing_priority = self.local_epoch + 0.5
-
-    def _maybe_schedule_gradient_averaging(self) -> None:
-        if self.num_peers > 1:
-            super()._maybe_schedule_gradient_averaging()
 
     def _maybe_schedule_state_averaging(self) -> None:
         if self.num_peers > 1:

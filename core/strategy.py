@@ -77,6 +77,11 @@ class HivemindStrategy(Strategy):
         delay_state_averaging: Average parameters in the background. Defaults to
             ``delay_optimizer_step`` (hivemind needs it then); otherwise off, because a late background
             result overwrites the parameters of steps taken meanwhile.
+        overlap_averaging: Average gradients while the next local batches train, and apply the
+            update between two batches as soon as the round is over (usually after one batch).
+            Peers still take identical steps; the batches trained meanwhile compute gradients on the
+            parameters before that update. Set ``False`` for strictly synchronous steps. Not used
+            with an fp16 grad scaler, ``reuse_grad_buffers`` or hivemind's delayed modes below.
         delay_optimizer_step: Run the optimizer step in the background (one step of staleness).
         delay_grad_averaging: Average gradients in the background while the next batches train.
             Requires ``delay_optimizer_step``.
@@ -113,6 +118,7 @@ class HivemindStrategy(Strategy):
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
         delay_state_averaging: bool | None = None,
+        overlap_averaging: bool = True,
         delay_optimizer_step: bool = False,
         delay_grad_averaging: bool = False,
         offload_optimizer: bool = False,
@@ -166,6 +172,7 @@ class HivemindStrategy(Strategy):
             averaging_timeout=averaging_timeout,
             load_state_timeout=load_state_timeout,
             delay_state_averaging=delay_state_averaging,
+            overlap_averaging=overlap_averaging,
             delay_optimizer_step=delay_optimizer_step,
             delay_grad_averaging=delay_grad_averaging,
             offload_optimizer=offload_optimizer,
