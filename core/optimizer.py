@@ -49,6 +49,30 @@ def is_reference_group(group: set[bytes], expected: set[bytes]) -> bool:
     return min(expected) in group
 
 
+def keeps_its_state(me: bytes, gathered: dict[bytes, Any], expected: set[bytes]) -> tuple[bool, str]:
+    """Whether this peer keeps its parameters after a round whose peers sent ``gathered`` (peer id to
+    fingerprint and step), when ``expected`` peers were due; if not, why it should download them."""
+    group = {me} | set(gathered)
+    if not is_reference_group(group, expected):
+        return False, "This peer's round left out most of the swarm"
+    if me not in gathered:
+        return True, ""
+    epochs = {peer: gathered_epoch(data) for peer, data in gathered.items()}
+    known = [e for e in epochs.values() if e is not None]
+    newest = max(known) if known else None
+    mine = epochs[me]
+    if newest is not None and mine is not None and mine < newest:
+        # A peer that was stalled (a join, a slow round) averaged with peers that had moved on.
+        return False, "This peer is behind its averaging group"
+    # Same step, different parameters (say, a round that half-failed earlier): the majority of the
+    # peers at the newest step wins; those behind download anyway.
+    current = {peer for peer, e in epochs.items() if e is None or e == newest}
+    alike = {peer for peer in current if same_fingerprint(gathered[peer], gathered[me])}
+    if not is_reference_group(alike, current):
+        return False, "Parameters differ from the majority of the group"
+    return True, ""
+
+
 class CollaborativeOptimizer(OverlappedSteps):
     """A hivemind.Optimizer whose averaging groups close as soon as all known peers have joined."""
 
@@ -169,25 +193,9 @@ class CollaborativeOptimizer(OverlappedSteps):
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
             group |= set(gathered)
         expected = set(self.tracker.active_peer_ids) | group
-        keep = is_reference_group(group, expected)
-        if keep and me in gathered:
-            mine = gathered[me]
-            epochs = {peer: gathered_epoch(data) for peer, data in gathered.items()}
-            known = [e for e in epochs.values() if e is not None]
-            newest = max(known) if known else None
-            my_epoch = epochs[me]
-            if newest is not None and my_epoch is not None and my_epoch < newest:
-                # A peer that was stalled (a join, a slow round) averaged with those who moved on.
-                keep = False
-                logger.info("This peer is behind its averaging group: downloading their state")
-            else:
-                # Same step, different parameters (say, a round that half-failed earlier): the
-                # majority of the peers at the newest step wins; those behind download anyway.
-                current = {peer for peer, e in epochs.items() if e is None or e == newest}
-                alike = {peer for peer in current if same_fingerprint(gathered[peer], mine)}
-                keep = is_reference_group(alike, current)
-                if not keep:
-                    logger.info("Parameters differ from the majority of the group: downloading their state")
+        keep, why = keeps_its_state(me, gathered, expected)
+        if not keep:
+            logger.info("%s: downloading their state", why)
         self._resync_needed = not keep
 
     def _state_replaced_soon(self) -> bool:

@@ -37,6 +37,8 @@ class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
     """A hivemind.Optimizer that averages gradients while the next batches train."""
 
     overlap_averaging = False
+    #: Updates applied between two batches after their epoch had begun (the overlap at work).
+    overlapped_updates = 0
     _pending: PendingUpdate | None = None
     scheduled_grads: Any  # hivemind's pre-scheduled rounds (StepControl or None)
     scheduled_state: Any
@@ -145,6 +147,7 @@ class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
         if self._pending is not None:
             if not self.update_landing():
                 return  # the next round looks for its group once this one is over
+            self.overlapped_updates += 1
             self.finish_pending_update()
         if self._should_look_for_group() and not self._state_replaced_soon():
             super()._maybe_schedule_gradient_averaging()

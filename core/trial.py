@@ -149,6 +149,7 @@ def run_peer(config: PeerConfig) -> None:
                     "lr": float(opt.param_groups[0]["lr"]),
                     "scheduler_steps": None if scheduler is None else int(scheduler._step_count),
                     "peers": int(optimizer.tracker.global_progress.num_peers),
+                    "overlapped": int(getattr(optimizer, "overlapped_updates", 0)),
                     "loss": self.last_loss,
                 }
             )

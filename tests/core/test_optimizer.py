@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hiveling.core.optimizer import is_reference_group
+from hiveling.core.optimizer import is_reference_group, keeps_its_state
 
 A, B, C, D = b"a", b"b", b"c", b"d"
 
@@ -38,3 +38,31 @@ def test_fingerprints_ignore_rounding_but_catch_real_differences() -> None:
     assert same_fingerprint(base, rounded)
     assert not same_fingerprint(base, astray)
     assert same_fingerprint(base, None), "a peer that sends no fingerprint is not judged"
+
+
+SAME, OTHER = (10.0, 20.0), (11.0, 20.0)
+
+
+@pytest.mark.parametrize(
+    ("gathered", "keeps", "why"),
+    [
+        ({A: (*SAME, 7), B: (*SAME, 7)}, {A: True, B: True}, ""),
+        # A stalled peer (say, one that just joined) averaged with one that moved on: it downloads,
+        # whatever its id, and the newer peer keeps its state.
+        ({A: (*OTHER, 3), B: (*SAME, 7)}, {A: False, B: True}, "behind"),
+        # Same step, different parameters: halves, the side with the smallest id keeps its state.
+        ({A: (*OTHER, 7), B: (*SAME, 7)}, {A: True, B: False}, "differ"),
+        # The majority at the newest step wins; the peer behind downloads anyway.
+        ({A: (*OTHER, 7), B: (*SAME, 7), C: (*SAME, 7), D: (*SAME, 6)}, {A: False, B: True, D: False}, ""),
+        # Peers that send no step (another client version) are judged by fingerprint alone.
+        ({A: OTHER, B: SAME, C: SAME}, {A: False, B: True}, "differ"),
+    ],
+)
+def test_after_a_round_the_peers_behind_or_in_the_minority_download_the_state(
+    gathered: dict[bytes, tuple[float, ...]], keeps: dict[bytes, bool], why: str
+) -> None:
+    for peer, expected in keeps.items():
+        kept, reason = keeps_its_state(peer, gathered, set(gathered))
+        assert kept is expected, peer
+        if not kept and why:
+            assert why in reason

@@ -72,6 +72,33 @@ def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_st
     assert max(e["peers"] for e in second.steps().values()) == 2
 
 
+@pytest.mark.parametrize("overlap", [True, False])
+def test_averaging_overlaps_the_next_batches_and_peers_still_take_identical_steps(
+    start_peer: StartPeer, run_id: str, overlap: bool
+) -> None:
+    options = {} if overlap else {"overlap_averaging": False}
+    config = PeerConfig(run_id=run_id, steps=30, linger_steps=LINGER, scheduler=True, strategy=options)
+    first = start_peer(config)
+    second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": first.address()}))
+    assert [first.finish(), second.finish()] == [0, 0]
+    a, b = first.steps(), second.steps()
+    together = sorted(step for step in set(a) & set(b) if a[step]["peers"] == b[step]["peers"] == 2)
+    assert len(together) >= 10, "the peers stepped together"
+    settled = together[SETTLE_STEPS:]
+    agreeing = [s for s in settled if max_difference(a[s]["params"], b[s]["params"]) <= 1e-6]
+    assert len(agreeing) >= 0.8 * len(settled), f"{len(agreeing)} of {len(settled)} steps agree"
+    for history in (a, b):
+        for step, event in history.items():
+            assert event["scheduler_steps"] == step, "one scheduler step per collaborative step"
+            assert event["lr"] == pytest.approx(3e-3 / step)
+    landed_later = [max(e["overlapped"] for e in h.values()) for h in (a, b)]
+    if overlap:
+        # Updates land between two batches of the next step, not in the step that began them.
+        assert min(landed_later) >= len(together) // 2, landed_later
+    else:
+        assert landed_later == [0, 0]
+
+
 @pytest.mark.parametrize("compression", ["fp16", "8bit"])
 def test_two_peers_train_with_gradient_compression(
     start_peer: StartPeer, run_id: str, compression: str
