@@ -247,9 +247,12 @@ def measure(
                     plain.append(b - a)
         if plain:
             result["median_batch_s_outside_steps"] = round(float(np.median(plain)), 4)
+            result["mean_batch_s_outside_steps"] = round(float(np.mean(plain)), 4)
+            result["p90_batch_s_outside_steps"] = round(float(np.percentile(plain, 90)), 4)
     if n_peers == 0:
         ends = [e for e in records[0]["ends"] if start < e <= stop]
         result["median_batch_s"] = round(float(np.median(np.diff(ends))), 4)
+        result["mean_batch_s"] = round(float(np.mean(np.diff(ends))), 4)
     if n_peers > 0:
         times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
         if len(times) > 1:

@@ -163,6 +163,14 @@ class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
         """
         return False
 
+    def _should_load_state_from_peers(self) -> bool:
+        if self.overlap_averaging and self.local_epoch == self.tracker.global_epoch - 1:
+            # One step behind: the others began the next step and wait in its round for this peer,
+            # whose next batch joins it. Downloading instead would wait on that very round's update.
+            self._should_check_synchronization_on_update = False
+            return False
+        return bool(super()._should_load_state_from_peers())
+
     def state_dict(self) -> dict[str, Any]:
         self.finish_pending_update()  # a checkpoint holds every step its epoch counts
         return super().state_dict()  # type: ignore[no-any-return]
