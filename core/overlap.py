@@ -14,6 +14,7 @@ modes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -53,10 +54,6 @@ class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
             and not self.grad_averager.reuse_grad_buffers
             and self.tracker.global_progress.num_peers > 1
         )
-
-    @property
-    def update_pending(self) -> bool:
-        return self._pending is not None
 
     def update_landing(self) -> bool:
         """Whether a pending update only waits for this process to reach its next batch."""
@@ -179,9 +176,19 @@ class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
         self.discard_pending_update()
         super().load_state_from_peers(**kwargs)
 
+    #: At shutdown, how long to let a running round finish (the others need this peer's part).
+    shutdown_round_wait = 5.0
+
     def shutdown(self) -> None:
+        pending = self._pending
+        if pending is not None and pending.control is not None and not pending.control.done():
+            with contextlib.suppress(Exception):
+                pending.control.result(timeout=min(self.shutdown_round_wait, self.averaging_timeout or 0.0))
         try:
-            self.finish_pending_update()
+            if self.update_landing():
+                self.finish_pending_update()
+            else:
+                self.discard_pending_update()
         except Exception as e:  # the last round may fail as peers leave; shut down regardless
             logger.warning("The last collaborative update was not applied: %r", e)
         super().shutdown()

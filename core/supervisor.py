@@ -100,7 +100,7 @@ class Supervisor:
     #: "Pause now" must free the device within 2 s: a worker that has not paused by then is stopped.
     pause_deadline = 1.5
     #: stop(): how long each of command, SIGTERM and SIGKILL may take.
-    stop_grace = 5.0
+    stop_grace = 15.0  # a worker's clean exit (last round, averagers, DHT) takes seconds on a slow machine
 
     def __init__(
         self,
