@@ -122,11 +122,13 @@ class CollaborativeOptimizer(OverlappedSteps):
     _resync_needed = False
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
-        if self._resync_needed and self.num_peers > 1:
+        if self._resync_needed:
             # Our last round did not include the reference side of the swarm: take its state as is,
-            # rather than drift apart by one differently averaged step after another.
+            # rather than drift apart by one differently averaged step after another. Alone, there is
+            # nobody to take it from, and this peer's state is the collaboration's.
             self._resync_needed = False
-            self.load_state_from_peers()
+            if self.num_peers > 1:
+                self.load_state_from_peers()
         size = self.num_peers if self.num_peers > 1 else None
         for averager in (self.grad_averager, self.state_averager):
             if isinstance(averager, GroupSizeMixin):
@@ -175,7 +177,9 @@ class CollaborativeOptimizer(OverlappedSteps):
         """Wait for an averaging round, but give up as soon as every other peer has left."""
         deadline = time.monotonic() + (self.averaging_timeout or 0.0)
         while not control.done() and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError, concurrent.futures.TimeoutError):
+            # A failed round ("could not find a group") is hivemind's to handle just after: local
+            # gradients, then re-synchronization. Only how long to wait is decided here.
+            with contextlib.suppress(Exception, concurrent.futures.TimeoutError):
                 control.result(timeout=_LEFT_ALONE_CHECK_SECONDS)
             if not control.done() and not self._others_still_training():
                 logger.info("Every other peer left during the averaging round: continuing alone")

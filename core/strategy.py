@@ -80,7 +80,8 @@ class HivemindStrategy(Strategy):
         overlap_averaging: Average gradients while the next local batches train, and apply the
             update between two batches as soon as the round is over (usually after one batch).
             Peers still take identical steps; the batches trained meanwhile compute gradients on the
-            parameters before that update. Set ``False`` for strictly synchronous steps. Not used
+            parameters before that update. Faster (see ``bench/RESULTS.md``) but not yet the default:
+            under heavy load it still re-synchronizes more often than synchronous steps. Not used
             with an fp16 grad scaler, ``reuse_grad_buffers`` or hivemind's delayed modes below.
         delay_optimizer_step: Run the optimizer step in the background (one step of staleness).
         delay_grad_averaging: Average gradients in the background while the next batches train.
@@ -118,7 +119,7 @@ class HivemindStrategy(Strategy):
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
         delay_state_averaging: bool | None = None,
-        overlap_averaging: bool = True,
+        overlap_averaging: bool = False,
         delay_optimizer_step: bool = False,
         delay_grad_averaging: bool = False,
         offload_optimizer: bool = False,
