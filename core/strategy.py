@@ -432,10 +432,6 @@ class HivemindStrategy(Strategy):
         optimizer = self._hivemind_optimizer
         if optimizer is None:
             return
-        if self._initial_peers:
-            # Joining: know the collaboration before the first batch, or a busy machine can take a step
-            # of its own from a fresh initialization before the tracker's first answer arrives.
-            optimizer.tracker.fetched_global_progress_this_epoch.wait(_FIRST_PROGRESS_TIMEOUT)
         progress = optimizer.tracker.global_progress
         if progress.num_peers > 1 and progress.epoch >= optimizer.local_epoch:  # num_peers counts this one
             log.info("Downloading the collaboration's current state from %d peer(s)", progress.num_peers - 1)
@@ -458,9 +454,6 @@ class HivemindStrategy(Strategy):
             """hivemind owns the gradient buffers when reuse_grad_buffers=True."""
 
         module.optimizer_zero_grad = keep_accumulating  # type: ignore[method-assign]
-
-
-_FIRST_PROGRESS_TIMEOUT = 30.0
 
 
 def _resolve_target_batch_size(value: int | None) -> int:
