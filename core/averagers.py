@@ -117,8 +117,13 @@ class SizedStateAverager(GroupSizeMixin, TrainingStateAverager, _ServedEpoch):  
                 self.pending_update_wait,
             )
         with self.lock_optimizer:  # the optimizer step holds it: never serve a half-applied update
-            metadata, *rest = super().get_current_state()
-            return (dict(metadata, epoch=self.applied_epoch), *rest)
+            metadata, tensors, *rest = super().get_current_state()
+            # hivemind hands CPU tensors to its averager process through a pipe, and pickling a tensor
+            # moves its storage into shared memory in place, from this background thread: the live
+            # parameters would be freed under the training thread's feet (one garbage batch when the
+            # first peer downloads). A snapshot taken here is also the one update the lock guards.
+            snapshot = [tensor.detach().to("cpu", copy=True) for tensor in tensors]
+            return (dict(metadata, epoch=self.applied_epoch), snapshot, *rest)
 
     #: Whether the last download was refused: nothing served, or a state older than this peer's.
     last_load_refused = False
