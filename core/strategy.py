@@ -80,9 +80,9 @@ class HivemindStrategy(Strategy):
         overlap_averaging: Average gradients while the next local batches train, and apply the
             update between two batches as soon as the round is over (usually after one batch).
             Peers still take identical steps; the batches trained meanwhile compute gradients on the
-            parameters before that update. Faster (see ``bench/RESULTS.md``) but not yet the default:
-            under heavy load it still re-synchronizes more often than synchronous steps. Not used
-            with an fp16 grad scaler, ``reuse_grad_buffers`` or hivemind's delayed modes below.
+            parameters before that update (see ``bench/RESULTS.md``). ``False`` makes every peer wait
+            for the round, as hivemind does. Not used with an fp16 grad scaler,
+            ``reuse_grad_buffers`` or hivemind's delayed modes below.
         delay_optimizer_step: Run the optimizer step in the background (one step of staleness).
         delay_grad_averaging: Average gradients in the background while the next batches train.
             Requires ``delay_optimizer_step``.
@@ -119,7 +119,7 @@ class HivemindStrategy(Strategy):
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
         delay_state_averaging: bool | None = None,
-        overlap_averaging: bool = False,
+        overlap_averaging: bool = True,
         delay_optimizer_step: bool = False,
         delay_grad_averaging: bool = False,
         offload_optimizer: bool = False,
@@ -181,9 +181,10 @@ class HivemindStrategy(Strategy):
             use_local_updates=use_local_updates,
             average_state_every=average_state_every,
             averager_opts=dict(averager_opts or {}),
-            # Look for newcomers every second while alone (hivemind: 3 s) and refresh as often as every
-            # 0.2 s (hivemind: 0.5 s) when steps come fast, so a round rarely closes without a peer.
-            tracker_opts={"default_refresh_period": 1.0, "min_refresh_period": 0.2, **(tracker_opts or {})},
+            # Look for newcomers every second while alone (hivemind: 3 s). Steps do not wait for a
+            # fetch (the tracker expects each one from the swarm's speed), so fetching more often than
+            # hivemind's 0.5 s would only take CPU from training.
+            tracker_opts={"default_refresh_period": 1.0, "min_refresh_period": 0.5, **(tracker_opts or {})},
             client_mode=client_mode,
             verbose=verbose,
         )

@@ -24,6 +24,8 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
     #: Peers whose last report is older than this are not expected in an averaging round.
     active_within = 10.0
     active_peer_ids: frozenset[bytes] = frozenset()
+    #: The swarm's samples per second at the last fetch, every peer's report included.
+    swarm_samples_per_second = 0.0
 
     def __init__(self, *args: Any, report_period: float = DEFAULT_REPORT_PERIOD, **kwargs: Any) -> None:
         self.report_period = report_period  # before super(): it starts the reporting thread
@@ -52,7 +54,26 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
             ):
                 active.add(bytes(value["peer_id"]))
         self.active_peer_ids = frozenset(active)
+        self.swarm_samples_per_second = sum(
+            float(value.get("samples_per_second", 0.0))
+            for value in (getattr(record, "value", None) for record in records.values())
+            if isinstance(value, dict)
+        )
         return progress
+
+    def update_epoch(self, new_epoch: int | None = None) -> int:
+        """Begin the next epoch, expecting its end when the swarm's current speed says.
+
+        hivemind knows nothing of the new epoch until its next fetch, so a peer steps only once a
+        fetch has come and said so: with fetches less frequent than steps, every step would run late
+        by up to a fetch period (more samples than ``target_batch_size``, fewer steps). The estimate
+        from the last fetch holds until the next one corrects it.
+        """
+        epoch = int(super().update_epoch(new_epoch))
+        progress, speed = self.global_progress, self.swarm_samples_per_second
+        if speed > 0 and progress.epoch == epoch and progress.samples_accumulated == 0:
+            progress.eta_next_epoch = get_dht_time() + self.target_batch_size / speed
+        return epoch
 
     async def _progress_reporter(self) -> None:
         """Publishes this peer's progress: at once when its epoch changes or its count is reset, at

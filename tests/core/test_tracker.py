@@ -75,3 +75,24 @@ def test_samples_are_published_at_most_every_period_and_a_new_epoch_at_once(
         assert time.monotonic() - asked < 0.6 * PERIOD, "a new epoch is published without waiting"
         time.sleep(0.01)
     assert record["samples_accumulated"] == 0
+
+
+def test_a_new_epoch_is_expected_when_the_swarm_speed_says_not_at_the_next_fetch(
+    tracker: SelfCountingTracker,
+) -> None:
+    from hivemind.utils import get_dht_time
+
+    samples = 0
+    deadline = time.monotonic() + 20
+    while tracker.swarm_samples_per_second <= 0:  # a fetch has seen this peer's published speed
+        assert time.monotonic() < deadline, "the tracker fetched its own progress"
+        samples += 32
+        tracker.report_local_progress(local_epoch=0, samples_accumulated=samples)
+        time.sleep(0.02)  # the pace of the simulated batches
+    speed = tracker.swarm_samples_per_second
+    with tracker.pause_updates():
+        tracker.update_epoch(1)
+        expected = get_dht_time() + tracker.target_batch_size / speed
+    # hivemind leaves the estimate at infinity until its next fetch, and a peer steps only after it.
+    assert tracker.global_progress.eta_next_epoch == pytest.approx(expected, abs=1.0)
+    assert tracker.global_epoch == 1
