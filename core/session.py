@@ -273,11 +273,8 @@ class Reporter(Callback):
         self._maybe_checkpoint(trainer, step)
         self._check_requests(trainer, step)
         if trainer.should_stop:
-            optimizer = self.strategy.hivemind_optimizer
             self.totals.ended_at_step = step
-            self.totals.unused_samples = (
-                0 if optimizer is None else int(optimizer.tracker.local_progress.samples_accumulated)
-            )
+            self.totals.unused_samples = self._unused_samples()
         if trainer.should_stop and not self.saved_at_stop and self.outcome != "paused":
             # Before the network shuts down: a slow teardown must not cost the final checkpoint.
             self.saved_at_stop = save_checkpoint(trainer, self.config.checkpoint_path, self.emit)
@@ -295,11 +292,18 @@ class Reporter(Callback):
                 controls.pause_from_step = step
                 self._said_pausing = True
                 self.emit(make_event("state", state="pausing", reason="pausing after this step", step=step))
-            elif step > controls.pause_from_step:
+            elif step > controls.pause_from_step and self._unused_samples() == 0:
+                # A step this peer downloaded (re-synchronizing) leaves what it trained since for the
+                # next one: pause once its work has gone into a step.
                 self.outcome, trainer.should_stop = "paused", True
         elif self._said_pausing:  # the pause was called off before the step came
             self._said_pausing = False
             self.emit(make_event("state", state="training", reason=None))
+
+    def _unused_samples(self) -> int:
+        """Samples this peer trained since its last collaborative step."""
+        optimizer = self.strategy.hivemind_optimizer
+        return 0 if optimizer is None else int(optimizer.tracker.local_progress.samples_accumulated)
 
     def _maybe_checkpoint(self, trainer: pl.Trainer, step: int) -> None:
         every = self.config.checkpoint_every

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -433,10 +434,28 @@ class HivemindStrategy(Strategy):
         optimizer = self._hivemind_optimizer
         if optimizer is None:
             return
+        if self._initial_peers:
+            self._wait_for_peers_progress(optimizer.tracker)
         progress = optimizer.tracker.global_progress
         if progress.num_peers > 1 and progress.epoch >= optimizer.local_epoch:  # num_peers counts this one
             log.info("Downloading the collaboration's current state from %d peer(s)", progress.num_peers - 1)
             optimizer.load_state_from_peers()
+
+    @staticmethod
+    def _wait_for_peers_progress(tracker: Any) -> None:
+        """Joining: see the collaboration's progress before the first batch.
+
+        hivemind's first fetch comes a second after start, and on a busy machine the first answers can
+        miss the others' records: a joining peer then takes steps of its own from a fresh
+        initialization before it downloads the collaboration's state.
+        """
+        deadline = time.monotonic() + _JOIN_PROGRESS_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            tracker.refresh(timeout=left)
+            if tracker.global_progress.num_peers > 1:  # counts this peer
+                return
+            time.sleep(min(_JOIN_PROGRESS_RETRY, max(0.0, deadline - time.monotonic())))  # pace the fetches
+        log.info("No peer published its progress within %.0f s: training alone for now", _JOIN_PROGRESS_WAIT)
 
     def _use_hivemind_grad_scaler(self) -> None:
         import hivemind
@@ -455,6 +474,11 @@ class HivemindStrategy(Strategy):
             """hivemind owns the gradient buffers when reuse_grad_buffers=True."""
 
         module.optimizer_zero_grad = keep_accumulating  # type: ignore[method-assign]
+
+
+#: How long a joining peer waits to see another peer's progress before it trains alone.
+_JOIN_PROGRESS_WAIT = 10.0
+_JOIN_PROGRESS_RETRY = 0.5
 
 
 def _resolve_target_batch_size(value: int | None) -> int:

@@ -61,6 +61,13 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         )
         return progress
 
+    def refresh(self, timeout: float) -> bool:
+        """Fetch the swarm's progress now, not at the next scheduled time; whether a fetch came in time."""
+        self.fetched_global_progress_this_epoch.clear()
+        self.global_progress.next_fetch_time = get_dht_time()
+        self.global_state_updated.set()  # the fetcher re-reads when to fetch: now
+        return bool(self.fetched_global_progress_this_epoch.wait(timeout))
+
     def update_epoch(self, new_epoch: int | None = None) -> int:
         """Begin the next epoch, expecting its end when the swarm's current speed says.
 
