@@ -236,8 +236,8 @@ def measure(
         # Share of each peer's time spent waiting in the collaborative step (averaging, optimizer step)
         # rather than training; the rest is training plus per-batch overhead.
         result["share_blocked_in_step"] = round(sum(blocked_s) / len(blocked_s) / (stop - start), 3)
-        rounds = sum(len(spans) for spans in in_window)
-        result["mean_blocked_per_step_s"] = round(sum(blocked_s) / max(rounds, 1), 3)
+        steps = [sum(1 for t in r["step_times"].values() if start < float(t) <= stop) for r in records]
+        result["mean_blocked_per_step_s"] = round(sum(blocked_s) / max(sum(steps), 1), 3)
         # Training speed between collaborative steps: batches during which no step ran.
         plain = []
         for r, spans in zip(records, in_window, strict=True):
@@ -245,6 +245,8 @@ def measure(
             for a, b in zip(ends, ends[1:], strict=False):
                 if not any(a < s_end and s_begin < b for s_begin, s_end in spans):
                     plain.append(b - a)
+        every = [float(np.mean(np.diff([e for e in r["ends"] if start < e <= stop]))) for r in records]
+        result["mean_batch_s"] = round(float(np.mean(every)), 4)  # all batches, steps included
         if plain:
             result["median_batch_s_outside_steps"] = round(float(np.median(plain)), 4)
             result["mean_batch_s_outside_steps"] = round(float(np.mean(plain)), 4)
@@ -257,6 +259,8 @@ def measure(
         times = sorted(float(t) for t in records[0]["step_times"].values() if start < float(t) <= stop)
         if len(times) > 1:
             result["seconds_per_step"] = round((times[-1] - times[0]) / (len(times) - 1), 3)
+            # More than target_batch_size: peers learned of the step late and trained on meanwhile.
+            result["samples_per_step"] = round(throughput * result["seconds_per_step"])
     return result
 
 

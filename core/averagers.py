@@ -21,12 +21,16 @@ class GroupSizeMixin:
     _outer_pipe: Any
     _matchmaking: Any
     _sent_group_size: int | None = None
+    #: Held while a thread writes to an averager's command pipe (rounds are scheduled off the
+    #: training thread); one for the process keeps it simple, writes are short and rare.
+    pipe_lock = threading.Lock()
 
     def set_target_group_size(self, size: int | None) -> None:
         if size != self._sent_group_size:
             self._sent_group_size = size
             # Commands on this pipe run in order, so the size applies to every step requested after it.
-            self._outer_pipe.send(("_apply_target_group_size", [size], {}))
+            with self.pipe_lock:
+                self._outer_pipe.send(("_apply_target_group_size", [size], {}))
 
     async def _apply_target_group_size(self, size: int | None) -> None:
         self._matchmaking.target_group_size = size
@@ -39,10 +43,16 @@ class SizedGradientAverager(GroupSizeMixin, GradientAverager):  # type: ignore[m
     #: Set by the optimizer: the collaborative step this peer's parameters are at.
     current_epoch: Callable[[], int] | None = None
 
-    def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
+    def round_data(self) -> tuple[float, float, int | None]:
+        """What this peer tells its next round: the fingerprint of its parameters and its step."""
         epoch = self.current_epoch() if self.current_epoch is not None else None
-        kwargs.setdefault("gather", (*fingerprint(self.parameters), epoch))
-        return super().schedule_step(scheduled_time, **kwargs)
+        return (*fingerprint(self.parameters), epoch)
+
+    def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
+        if "gather" not in kwargs:
+            kwargs["gather"] = self.round_data()
+        with self.pipe_lock:
+            return super().schedule_step(scheduled_time, **kwargs)
 
 
 def fingerprint(parameters: Any) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import hivemind
+from hiveling.core.prescheduling import BackgroundPrescheduling
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class PendingUpdate:
     state_control: Any
 
 
-class OverlappedSteps(hivemind.Optimizer):  # type: ignore[misc]
+class OverlappedSteps(BackgroundPrescheduling):
     """A hivemind.Optimizer that averages gradients while the next batches train."""
 
     overlap_averaging = False

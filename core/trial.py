@@ -136,7 +136,8 @@ def run_peer(config: PeerConfig) -> None:
 
         def on_optimizer_step(self, opt: torch.optim.Optimizer, *_: Any) -> None:
             optimizer = strategy.hivemind_optimizer
-            assert optimizer is not None
+            if optimizer is None:
+                return  # the last update, applied while the strategy shuts down
             params = torch.cat(
                 [p.detach().reshape(-1).float().cpu() for g in opt.param_groups for p in g["params"]]
             )

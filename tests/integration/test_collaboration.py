@@ -25,8 +25,10 @@ def test_peers_end_at_the_same_step_with_identical_parameters_and_a_late_peer_ca
     first = start_peer(config)
     address = first.address()
     second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2}), env={"INITIAL_PEERS": address})
-    second.wait_for(lambda e: e["type"] == "step")
+    # Started now, the third peer joins while the first is several steps in (it takes seconds to start);
+    # started after the second's first step, it could find the other two finished.
     late = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 3, "initial_peers": address}))
+    second.wait_for(lambda e: e["type"] == "step")
     peers = [first, second, late]
     codes = [peer.finish() for peer in peers]
     assert codes == [0, 0, 0], [peer.process.tail() for peer in peers]

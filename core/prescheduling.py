@@ -1,0 +1,76 @@
+"""Gradient rounds pre-scheduled off the training thread.
+
+hivemind asks its averager process for the next round's handles about ``matchmaking_time`` before a
+step, and the training thread waits for that round trip (a few milliseconds, more on a busy machine:
+about 5% of a peer's time in ``bench/``). Here a helper thread asks instead; the training thread
+takes the handles once they are there, or waits for them only where it needs them: when the step
+begins, when the state is replaced, at shutdown.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from typing import Any
+
+import hivemind
+from hivemind.utils import get_dht_time
+
+logger = logging.getLogger(__name__)
+
+#: Longer than this, and the averager process is stuck: the step goes on without a pre-scheduled round.
+_SCHEDULING_TIMEOUT = 30.0
+
+
+class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
+    """A hivemind.Optimizer whose training thread does not wait while the next round is scheduled."""
+
+    scheduled_grads: Any
+    _scheduling: concurrent.futures.Future[Any] | None = None
+    _scheduler: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _maybe_schedule_gradient_averaging(self) -> None:
+        self._take_scheduled_round(wait=False)
+        if self._scheduling is not None:
+            return
+        if self.tracker.estimated_next_update_time - get_dht_time() > self.matchmaking_time:
+            return
+        spent = self.scheduled_grads
+        if spent is not None and not (spent.triggered or spent.done()):
+            return
+        averager = self.grad_averager
+        kwargs: dict[str, Any] = {"timeout": self.averaging_timeout}
+        round_data = getattr(averager, "round_data", None)
+        if round_data is not None:
+            kwargs["gather"] = round_data()  # here: the parameters as this thread sees them now
+        if self._scheduler is None:
+            self._scheduler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hiveling-schedule")
+        logger.log(self.status_loglevel, "Pre-scheduling the next gradient averaging round")
+        self._scheduling = self._scheduler.submit(averager.schedule_step, **kwargs)
+
+    def _take_scheduled_round(self, wait: bool) -> None:
+        """Adopt the round the helper thread scheduled, if it is ready (or once it is, with ``wait``)."""
+        scheduling = self._scheduling
+        if scheduling is None or not (wait or scheduling.done()):
+            return
+        self._scheduling = None
+        try:
+            control = scheduling.result(timeout=_SCHEDULING_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - the step then runs a round of its own
+            logger.warning("Could not pre-schedule a gradient averaging round: %r", e)
+            return
+        self.scheduled_grads = control
+
+    def _begin_averaging_gradients(self, grad_scaler: Any) -> bool:
+        self._take_scheduled_round(wait=True)
+        return bool(super()._begin_averaging_gradients(grad_scaler))
+
+    def load_state_from_peers(self, **kwargs: Any) -> None:
+        self._take_scheduled_round(wait=True)  # hivemind retires the scheduled round it knows of
+        super().load_state_from_peers(**kwargs)
+
+    def shutdown(self) -> None:
+        self._take_scheduled_round(wait=True)
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        super().shutdown()
