@@ -245,8 +245,10 @@ def measure(
             for a, b in zip(ends, ends[1:], strict=False):
                 if not any(a < s_end and s_begin < b for s_begin, s_end in spans):
                     plain.append(b - a)
-        every = [float(np.mean(np.diff([e for e in r["ends"] if start < e <= stop]))) for r in records]
-        result["mean_batch_s"] = round(float(np.mean(every)), 4)  # all batches, steps included
+        windows = [[e for e in r["ends"] if start < e <= stop] for r in records]
+        every = [float(np.mean(np.diff(ends))) for ends in windows if len(ends) > 1]
+        if every:
+            result["mean_batch_s"] = round(float(np.mean(every)), 4)  # all batches, steps included
         if plain:
             result["median_batch_s_outside_steps"] = round(float(np.median(plain)), 4)
             result["mean_batch_s_outside_steps"] = round(float(np.mean(plain)), 4)

@@ -15,22 +15,39 @@ from hivemind.optim.state_averager import TrainingStateAverager
 _FINGERPRINT_TOLERANCE = 1e-6
 
 
+class LockedSends:
+    """An averager's command pipe whose sends do not interleave: rounds are scheduled from a helper
+    thread while the training thread sends its own commands."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+
+    def send(self, obj: Any) -> None:
+        with self._lock:
+            self._pipe.send(obj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
 class GroupSizeMixin:
     """Lets the parent process change the averager's target group size in its background process."""
 
     _outer_pipe: Any
     _matchmaking: Any
     _sent_group_size: int | None = None
-    #: Held while a thread writes to an averager's command pipe (rounds are scheduled off the
-    #: training thread); one for the process keeps it simple, writes are short and rare.
-    pipe_lock = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # After the background process has started: only this process writes to this end.
+        self._outer_pipe = LockedSends(self._outer_pipe)
 
     def set_target_group_size(self, size: int | None) -> None:
         if size != self._sent_group_size:
             self._sent_group_size = size
             # Commands on this pipe run in order, so the size applies to every step requested after it.
-            with self.pipe_lock:
-                self._outer_pipe.send(("_apply_target_group_size", [size], {}))
+            self._outer_pipe.send(("_apply_target_group_size", [size], {}))
 
     async def _apply_target_group_size(self, size: int | None) -> None:
         self._matchmaking.target_group_size = size
@@ -51,8 +68,7 @@ class SizedGradientAverager(GroupSizeMixin, GradientAverager):  # type: ignore[m
     def schedule_step(self, scheduled_time: float | None = None, **kwargs: Any) -> Any:
         if "gather" not in kwargs:
             kwargs["gather"] = self.round_data()
-        with self.pipe_lock:
-            return super().schedule_step(scheduled_time, **kwargs)
+        return super().schedule_step(scheduled_time, **kwargs)
 
 
 def fingerprint(parameters: Any) -> tuple[float, float]:
@@ -131,9 +147,17 @@ class SizedStateAverager(GroupSizeMixin, TrainingStateAverager, _ServedEpoch):  
             # hivemind hands CPU tensors to its averager process through a pipe, and pickling a tensor
             # moves its storage into shared memory in place, from this background thread: the live
             # parameters would be freed under the training thread's feet (one garbage batch when the
-            # first peer downloads). A snapshot taken here is also the one update the lock guards.
-            snapshot = [tensor.detach().to("cpu", copy=True) for tensor in tensors]
+            # first peer downloads). Serve copies of the live ones (CUDA tensors were copied already),
+            # taken while averaging results cannot land either.
+            live = {t.data_ptr() for t in self._live_cpu_tensors()}
+            with self.lock_averaged_tensors:
+                snapshot = [t.detach().clone() if t.data_ptr() in live else t for t in tensors]
             return (dict(metadata, epoch=self.applied_epoch), snapshot, *rest)
+
+    def _live_cpu_tensors(self) -> list[torch.Tensor]:
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        state = [t for s in self.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        return [t for t in (*params, *state, *self.extra_tensors) if t.device.type == "cpu"]
 
     #: Whether the last download was refused: nothing served, or a state older than this peer's.
     last_load_refused = False

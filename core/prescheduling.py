@@ -28,10 +28,12 @@ class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
     scheduled_grads: Any
     _scheduling: concurrent.futures.Future[Any] | None = None
     _scheduler: concurrent.futures.ThreadPoolExecutor | None = None
+    #: Set when the averager process did not answer in time: steps then start their own rounds.
+    _scheduler_stuck = False
 
     def _maybe_schedule_gradient_averaging(self) -> None:
         self._take_scheduled_round(wait=False)
-        if self._scheduling is not None:
+        if self._scheduling is not None or self._scheduler_stuck:
             return
         if self.tracker.estimated_next_update_time - get_dht_time() > self.matchmaking_time:
             return
@@ -56,13 +58,26 @@ class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
         self._scheduling = None
         try:
             control = scheduling.result(timeout=_SCHEDULING_TIMEOUT)
-        except Exception as e:  # noqa: BLE001 - the step then runs a round of its own
+        except concurrent.futures.TimeoutError:
+            logger.warning(
+                "The averager did not pre-schedule a round in %.0f s; rounds start at steps now",
+                _SCHEDULING_TIMEOUT,
+            )
+            self._scheduler_stuck = True
+            scheduling.add_done_callback(_cancel_late_round)  # nobody would ever trigger it
+            return
+        except Exception as e:  # the step then runs a round of its own
             logger.warning("Could not pre-schedule a gradient averaging round: %r", e)
             return
         self.scheduled_grads = control
 
     def _begin_averaging_gradients(self, grad_scaler: Any) -> bool:
         self._take_scheduled_round(wait=True)
+        spent = self.scheduled_grads
+        if spent is not None and (spent.triggered or spent.done()):
+            # A round that already ended (failed, say): start a fresh one. hivemind would skip
+            # averaging for this step altogether.
+            self.scheduled_grads = None
         return bool(super()._begin_averaging_gradients(grad_scaler))
 
     def load_state_from_peers(self, **kwargs: Any) -> None:
@@ -72,5 +87,11 @@ class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
     def shutdown(self) -> None:
         self._take_scheduled_round(wait=True)
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
+            # A helper stuck on a silent averager process is left behind rather than waited for.
+            self._scheduler.shutdown(wait=not self._scheduler_stuck, cancel_futures=True)
         super().shutdown()
+
+
+def _cancel_late_round(scheduling: concurrent.futures.Future[Any]) -> None:
+    if not scheduling.cancelled() and scheduling.exception() is None:
+        scheduling.result().cancel()
