@@ -71,10 +71,7 @@ class OverlappedSteps(BackgroundPrescheduling):
         assert self._schema_hash == self._compute_schema_hash(), "parameters or gradients changed"
         epoch_start = time.perf_counter()
         with self.tracker.pause_updates():
-            spent = self.scheduled_grads
-            if spent is not None and (spent.triggered or spent.done()):
-                self.scheduled_grads = None  # start a fresh round rather than skip this step's (as hivemind)
-            began = self._begin_averaging_gradients(None)
+            began = self._begin_averaging_gradients(None)  # replaces a spent pre-scheduled round
             if not began:
                 self.grad_averager.load_accumulators_into_averager_()
             control = self.scheduled_grads if began else None
