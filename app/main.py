@@ -32,9 +32,7 @@ from hiveling.app.tray import TrayIcon
 from hiveling.app.windows.logs import LogsWindow
 from hiveling.app.windows.status import StatusWindow
 from hiveling.app.worker_process import SupervisorFactory, WorkerBridge, replay_factory, worker_options
-from hiveling.core import paths
-from hiveling.core.config import Settings, load_contribution, load_settings, write_json
-from hiveling.core.events import Event
+from hiveling.core import Event, Settings, load_contribution, load_settings, paths, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +150,7 @@ class TrayApp(QObject):
         problem = None
         run_id = None
         try:
-            from hiveling.core.invite import InviteError, parse_invite
+            from hiveling.core import InviteError, parse_invite
 
             try:
                 # A saved run stays joined after its invite expires: the expiry limits joining only.
@@ -467,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["tray"]:
         args = args[1:]
     options = build_parser().parse_args(args)
-    from hiveling.core.cli import configure_logging
+    from hiveling.core import configure_logging
 
     configure_logging(options.verbose)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "hiveling"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from hiveling.app.platform import battery, idle
-from hiveling.core.config import Settings
+from hiveling.core import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from hiveling.core.config import Settings
-from hiveling.core.events import Event, LineReader, make_event
+from hiveling.core import Event, LineReader, Settings, make_event
 
 logger = logging.getLogger(__name__)
 worker_log = logging.getLogger("hiveling.worker")
@@ -45,7 +44,7 @@ SupervisorFactory = Callable[[Any, Callable[[Event], None]], SupervisorLike]
 
 def worker_options(settings: Settings, token: str, env: Mapping[str, str] | None = None) -> Any:
     """The supervisor's WorkerOptions for ``settings`` and an invite token."""
-    from hiveling.core.supervisor import WorkerOptions
+    from hiveling.core import WorkerOptions
 
     return WorkerOptions(
         invite=token,
@@ -57,7 +56,7 @@ def worker_options(settings: Settings, token: str, env: Mapping[str, str] | None
 
 
 def real_supervisor(options: Any, on_event: Callable[[Event], None]) -> SupervisorLike:
-    from hiveling.core.supervisor import Supervisor
+    from hiveling.core import Supervisor
 
     return Supervisor(options, on_event)
 

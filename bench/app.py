@@ -233,7 +233,7 @@ def start_x11() -> tuple[str, list[subprocess.Popen[bytes]]]:
 def make_invite_token() -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from hiveling.core.invite import OrganizerKey, make_invite
+    from hiveling.core.invites.invite import OrganizerKey, make_invite
 
     key = OrganizerKey(Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32))
     return make_invite(

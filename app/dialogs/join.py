@@ -30,12 +30,10 @@ from PySide6.QtWidgets import (
 
 from hiveling.app.dialogs import scan
 from hiveling.app.panels.devices import device_detection, format_memory
-from hiveling.core.config import Settings, save_settings
-from hiveling.core.invite import Invite, InviteError, parse_invite
+from hiveling.core import Invite, InviteError, Settings, parse_invite, save_settings
 
 if TYPE_CHECKING:
-    from hiveling.core.devices import Device
-    from hiveling.core.recipes import Needs
+    from hiveling.core import Device, Needs
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +261,7 @@ class JoinDialog(QDialog):
         return f"{time_until(expires, self._clock())} ({local:%a %d %b %Y, %H:%M})"
 
     def _show_needs(self, invite: Invite) -> None:
-        from hiveling.core.recipes import RecipeError, find_recipe
+        from hiveling.core import RecipeError, find_recipe
 
         try:
             recipe = find_recipe(invite.recipe, invite.recipe_version)
@@ -284,7 +282,7 @@ class JoinDialog(QDialog):
         self.machine.setText(self._machine_words(needs))
 
     def _machine_words(self, needs: Needs) -> str:
-        from hiveling.core.devices import DeviceError, choose_device, fit_batch_size
+        from hiveling.core import DeviceError, choose_device, fit_batch_size
 
         if self._devices is None:
             return "Looking at this computer's devices…"

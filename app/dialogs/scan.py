@@ -1,6 +1,6 @@
 """Reading invites from QR codes: in an image file, on the clipboard, on the screen, or from a camera.
 
-Images are handed to ``hiveling.core.qr`` as PNG bytes. The camera needs Qt Multimedia, which
+Images are handed to ``hiveling.core.invites.qr`` as PNG bytes. The camera needs Qt Multimedia, which
 PySide6-Essentials leaves out: :func:`camera_available` says whether it can be offered.
 """
 
@@ -17,8 +17,7 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtGui import QGuiApplication, QImage, QImageWriter, QPixmap
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
-from hiveling.core import qr
-from hiveling.core.invite import looks_like_invite
+from hiveling.core import looks_like_invite, qr
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from PySide6.QtWidgets import (
 from hiveling.app.panels.devices import DevicePanel, device_detection
 from hiveling.app.platform.autostart import Autostart, autostart_for_platform, launch_command
 from hiveling.app.policy import Conditions, parse_schedule
-from hiveling.core.config import Settings, save_settings
+from hiveling.core import Settings, save_settings
 
 if TYPE_CHECKING:
-    from hiveling.core.devices import Device
+    from hiveling.core import Device
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class SettingsDialog(QDialog):
 
     def _show_chosen_device(self) -> None:
         """Marks in the panel the device that the selection would train on."""
-        from hiveling.core.devices import DeviceError, choose_device
+        from hiveling.core import DeviceError, choose_device
 
         if self._devices is None:
             return

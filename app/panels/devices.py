@@ -12,7 +12,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 if TYPE_CHECKING:
-    from hiveling.core.devices import Device
+    from hiveling.core import Device
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class DeviceDetection(QObject):
             self._thread.join(timeout)
 
     def _detect(self) -> None:
-        from hiveling.core.devices import detect_devices
+        from hiveling.core import detect_devices
 
         try:
             devices = detect_devices()

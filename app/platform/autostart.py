@@ -45,7 +45,7 @@ def launch_command() -> list[str]:
     found = shutil.which("hiveling")
     if found:
         return [found, "tray"]
-    return [sys.executable, "-m", "hiveling.core.cli", "tray"]
+    return [sys.executable, "-m", "hiveling.core.commands.cli", "tray"]
 
 
 def autostart_for_platform() -> Autostart:

@@ -8,7 +8,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from hiveling.app.panels.devices import DeviceDetection, DevicePanel, format_memory, memory_words
-from hiveling.core.devices import Device, detect_devices
+from hiveling.core.machine.devices import Device, detect_devices
 
 GIB = 2**30
 RTX = Device(

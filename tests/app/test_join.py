@@ -16,10 +16,10 @@ from pytestqt.qtbot import QtBot
 
 from hiveling.app.dialogs import join, scan
 from hiveling.app.dialogs.join import JoinDialog, find_invite_text, time_until
-from hiveling.core import qr
 from hiveling.core.config import Settings, load_settings
-from hiveling.core.invite import Invite, make_invite
-from hiveling.core.keys import OrganizerKey
+from hiveling.core.invites import qr
+from hiveling.core.invites.invite import Invite, make_invite
+from hiveling.core.invites.keys import OrganizerKey
 
 from .test_devices_panel import CPU, OLD, RTX
 

@@ -12,9 +12,9 @@ from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
 from hiveling.app.dialogs import scan
-from hiveling.core import qr
-from hiveling.core.invite import make_invite
-from hiveling.core.keys import OrganizerKey
+from hiveling.core.invites import qr
+from hiveling.core.invites.invite import make_invite
+from hiveling.core.invites.keys import OrganizerKey
 
 PEER = "/ip4/127.0.0.1/tcp/4001/p2p/QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
 

@@ -18,7 +18,7 @@ from hiveling.app.state import (
     format_rate,
 )
 from hiveling.app.worker_process import read_stream
-from hiveling.core.events import make_event
+from hiveling.core.worker.events import make_event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 

@@ -13,8 +13,8 @@ from hiveling.app.windows.charts import PALETTE, Chart, nice_ceiling
 from hiveling.app.windows.logs import LogsWindow
 from hiveling.app.windows.status import StatusWindow
 from hiveling.app.worker_process import read_stream
-from hiveling.core.devices import Device
-from hiveling.core.events import make_event
+from hiveling.core.machine.devices import Device
+from hiveling.core.worker.events import make_event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 

@@ -20,7 +20,7 @@ from hiveling.app.state import AppState, Notice
 from hiveling.app.tray import TrayIcon
 from hiveling.app.worker_process import ReplaySupervisor, read_stream
 from hiveling.core.config import Settings, load_settings, save_settings
-from hiveling.core.invite import OrganizerKey, make_invite
+from hiveling.core.invites.invite import OrganizerKey, make_invite
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 PEER = "/ip4/203.0.113.5/tcp/31337/p2p/QmXoypizjW3WknFiJnKLwHCnL72vedxjQkDDP1mXWo6uco"

@@ -22,7 +22,7 @@ def two_peers() -> Iterator[tuple[Any, Any]]:
     import hivemind
     import torch
 
-    from hiveling.core.averagers import SizedStateAverager
+    from hiveling.core.swarm.averagers import SizedStateAverager
 
     first = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
     second = hivemind.DHT(

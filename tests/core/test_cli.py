@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hiveling.core.invite import OrganizerKey, make_invite, parse_invite
+from hiveling.core.invites.invite import OrganizerKey, make_invite, parse_invite
 from tests.conftest import wait_until
 
 PEER = "/ip4/127.0.0.1/tcp/9/p2p/QmXoypizjW3WknFiJnKLwHCnL72vedxjQkDDP1mXWo6uco"
@@ -20,7 +20,7 @@ def run(args: list[str], home: Path, stdin: str = "") -> subprocess.CompletedPro
     env = {**os.environ, "HIVELING_HOME": str(home)}
     env.pop("DISPLAY", None)
     return subprocess.run(
-        [sys.executable, "-m", "hiveling.core.cli", *args],
+        [sys.executable, "-m", "hiveling.core.commands.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

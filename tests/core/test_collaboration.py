@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hiveling.core.collaboration import StepRate
+from hiveling.core.swarm.collaboration import StepRate
 
 
 def test_step_rate_measures_samples_per_second_from_collaborative_steps() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from hiveling.core.devices import (
+from hiveling.core.machine.devices import (
     Device,
     DeviceError,
     TorchBuild,
@@ -30,7 +30,7 @@ from hiveling.core.devices import (
     to_json,
     torch_build,
 )
-from hiveling.core.hardware import AppleChip
+from hiveling.core.machine.hardware import AppleChip
 from hiveling.core.recipes import Needs
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "devices"
@@ -49,7 +49,7 @@ if options["block_nvml"]:
     sys.modules["pynvml"] = None  # as if nvidia-ml-py were not installed
 if options["no_torch"]:
     sys.modules["torch"] = None  # as if torch were not installed
-from hiveling.core import devices, hardware
+from hiveling.core.machine import devices, hardware
 hardware.SYSFS = Path(options["sysfs"])
 build = None if options["build"] == "real" else devices.TorchBuild(**options["build"])
 found = devices.detect_devices(build=build)
@@ -384,7 +384,8 @@ def test_torch_build_reads_version_py_without_importing_torch(tmp_path: Path) ->
         "cuda: Optional[str] = '12.4'\ngit_version = 'abc'\nhip: Optional[str] = None\n"
     )
     probe = (
-        "import json; from hiveling.core.devices import torch_build; print(json.dumps(vars(torch_build())))"
+        "import json; from hiveling.core.machine.devices import torch_build; "
+        "print(json.dumps(vars(torch_build())))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     done = subprocess.run(
@@ -521,7 +522,7 @@ def test_is_out_of_memory_recognizes_every_backends_allocation_failure() -> None
 
 
 def test_mps_rules_from_the_chip_and_the_build() -> None:
-    from hiveling.core.devices import _mps_problem
+    from hiveling.core.machine.devices import _mps_problem
 
     chip = AppleChip(name="Apple M2", memory=16 * GIB, macos=(14, 2), translated=False)
     build = TorchBuild(version="2.5.1", cuda=None, hip=None)
@@ -552,8 +553,8 @@ def test_mps_rules_from_the_chip_and_the_build() -> None:
 def test_cuda_usability_rules(
     build: tuple[str, str], driver_cuda: str, capability: str, reason: str | None
 ) -> None:
-    from hiveling.core.devices import _cuda_problem
-    from hiveling.core.hardware import Gpu
+    from hiveling.core.machine.devices import _cuda_problem
+    from hiveling.core.machine.hardware import Gpu
 
     gpu = Gpu("nvidia", 0, "GPU", None, GIB, GIB, "999.1", driver_cuda, capability)
     problem = _cuda_problem(TorchBuild(version=build[0], cuda=build[1], hip=None), gpu)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from hiveling.core.events import (
+from hiveling.core.worker.events import (
     PROTOCOL_VERSION,
     LineReader,
     decode,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hiveling.core.identity import IdentityInUse, IdentityLock, ensure_identity
+from hiveling.core.worker.identity import IdentityInUse, IdentityLock, ensure_identity
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from hiveling.core.identity import IdentityLock
+from hiveling.core.worker.identity import IdentityLock
 IdentityLock(Path(sys.argv[1])).acquire(wait=0)
 print("held", flush=True)
 time.sleep(60)

@@ -1,4 +1,4 @@
-"""Importing Hiveling does nothing: no folders, no logging set-up, no heavy imports until used."""
+"""Importing Hiveling, any module of it, does nothing: no folders, no logging set-up, no heavy imports\nuntil used."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ PROBE = """
 import json, logging, sys
 import hiveling.core
 light = "torch" not in sys.modules and "hivemind" not in sys.modules
-import hiveling.core.strategy, hiveling.core.optimizer, hiveling.core.trial
+import importlib, pkgutil
+for module in pkgutil.walk_packages(hiveling.core.__path__, "hiveling.core."):
+    if not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
 print(json.dumps({"light": light, "root_handlers": len(logging.getLogger().handlers)}))
 """
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hiveling.core import invitewire
-from hiveling.core.invite import (
+from hiveling.core.invites import wire as invitewire
+from hiveling.core.invites.invite import (
     Invite,
     InviteError,
     OrganizerKey,
@@ -30,7 +30,7 @@ from hiveling.core.invite import (
     parse_invite,
     run_id_for,
 )
-from hiveling.core.keys import OrganizerKeyError
+from hiveling.core.invites.keys import OrganizerKeyError
 from hiveling.core.recipes import find_recipe
 
 PEER = "QmXoypizjW3WknFiJnKLwHCnL72vedxjQkDDP1mXWo6uco"
@@ -543,7 +543,7 @@ def test_organizer_key_in_an_unwritable_folder(tmp_path: Path) -> None:
 
 PROBE = """
 import json, sys
-import hiveling.core.invite, hiveling.core.qr
+import hiveling.core.invites.invite, hiveling.core.invites.qr
 heavy = sorted(name for name in ("torch", "hivemind", "lightning") if name in sys.modules)
 print(json.dumps(heavy))
 """

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hiveling.core.optimizer import is_reference_group, keeps_its_state
+from hiveling.core.swarm.optimizer import is_reference_group, keeps_its_state
 
 A, B, C, D = b"a", b"b", b"c", b"d"
 
@@ -29,7 +29,7 @@ def test_exactly_one_side_of_a_split_round_keeps_its_state(
 def test_fingerprints_ignore_rounding_but_catch_real_differences() -> None:
     import torch
 
-    from hiveling.core.averagers import fingerprint, same_fingerprint
+    from hiveling.core.swarm.averagers import fingerprint, same_fingerprint
 
     params = [torch.linspace(-1, 1, 1000), torch.ones(10)]
     base = fingerprint(params)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hiveling.core.peers import (
+from hiveling.core.swarm.peers import (
     PeerAddressError,
     check_multiaddrs,
     format_join_hint,

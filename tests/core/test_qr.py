@@ -11,8 +11,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image, ImageDraw
 
-from hiveling.core.invite import Invite, OrganizerKey, make_invite, parse_invite
-from hiveling.core.qr import QRError, make_qr, png_bytes, read_invites, read_qr, terminal_text, write_png
+from hiveling.core.invites.invite import Invite, OrganizerKey, make_invite, parse_invite
+from hiveling.core.invites.qr import (
+    QRError,
+    make_qr,
+    png_bytes,
+    read_invites,
+    read_qr,
+    terminal_text,
+    write_png,
+)
 
 KEY = OrganizerKey(Ed25519PrivateKey.from_private_bytes(b"\x05" * 32))
 HOST = "QmXoypizjW3WknFiJnKLwHCnL72vedxjQkDDP1mXWo6uco"

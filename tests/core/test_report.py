@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hiveling.core.report import describe_event, describe_progress, format_bytes, format_duration
+from hiveling.core.commands.report import describe_event, describe_progress, format_bytes, format_duration
 
 
 def test_a_progress_line_says_everything_the_tray_shows() -> None:

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from hiveling.core.schedules import CollaborativeScheduler, check_scheduler, rebind_scheduler
+from hiveling.core.swarm.schedules import CollaborativeScheduler, check_scheduler, rebind_scheduler
 
 
 def make_optimizer() -> torch.optim.Optimizer:

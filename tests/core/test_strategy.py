@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from hiveling.core import HivemindStrategy
-from hiveling.core.peers import PeerAddressError
+from hiveling.core.swarm.peers import PeerAddressError
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hiveling.core.run import RunSpec
-from hiveling.core.supervisor import RestartPolicy, WorkerOptions, worker_command
+from hiveling.core.worker.supervisor import RestartPolicy, WorkerOptions, worker_command
 
 
 def test_a_volunteer_worker_command_carries_every_option() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hiveling.core.tracker import SelfCountingTracker
+from hiveling.core.swarm.tracker import SelfCountingTracker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""Real peers: each one a `python -m hiveling.core.trial peer` process on 127.0.0.1."""
+"""Real peers: each one a `python -m tests.support.trial peer` process on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hiveling.core.trial import PeerConfig, PeerProcess
+from tests.support.trial import PeerConfig, PeerProcess
 
 
 class Peer:

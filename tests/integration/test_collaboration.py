@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hiveling.core.trial import PeerConfig
+from tests.support.trial import PeerConfig
 
 from .conftest import Peer, max_difference
 

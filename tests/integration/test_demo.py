@@ -13,7 +13,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 def test_the_demo_trains_and_ends_with_peers_that_agree() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hiveling.core.cli", "demo"],  # as `make demo` runs it: 90 s of training
+        [
+            sys.executable,
+            "-m",
+            "hiveling.core.commands.cli",
+            "demo",
+        ],  # as `make demo` runs it: 90 s of training
         capture_output=True,
         text=True,
         timeout=330,

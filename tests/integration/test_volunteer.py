@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hiveling.core.supervisor import RestartPolicy, Supervisor, WorkerOptions
+from hiveling.core.worker.supervisor import RestartPolicy, Supervisor, WorkerOptions
 from tests.conftest import wait_until
 from tests.support.cli import Cli, start_local_host
 
@@ -280,7 +280,7 @@ def test_an_announced_address_gets_the_hosts_peer_id_and_a_bad_qr_path_only_warn
             host.tail()
         )
         invite_line = next(line for line in host.lines if line.startswith("HIVE1-"))
-        from hiveling.core.invite import parse_invite
+        from hiveling.core.invites.invite import parse_invite
 
         peers = parse_invite(invite_line).peers
         assert len(peers) == 1
@@ -291,8 +291,8 @@ def test_an_announced_address_gets_the_hosts_peer_id_and_a_bad_qr_path_only_warn
 
 
 def test_the_host_prints_its_invite_as_text_terminal_qr_and_png(tmp_path: Path) -> None:
-    from hiveling.core import qr
-    from hiveling.core.invite import parse_invite
+    from hiveling.core.invites import qr
+    from hiveling.core.invites.invite import parse_invite
 
     png = tmp_path / "invite.png"
     host = Cli(
@@ -348,7 +348,7 @@ def test_out_of_memory_halves_the_batch_instead_of_crashing(tmp_path: Path) -> N
 def test_a_run_with_a_last_step_finishes_for_its_volunteers(host: tuple[Cli, str], tmp_path: Path) -> None:
     from datetime import timedelta
 
-    from hiveling.core.invite import OrganizerKey, make_invite, parse_invite
+    from hiveling.core.invites.invite import OrganizerKey, make_invite, parse_invite
 
     cli, token = host
     invite = parse_invite(token)
@@ -397,7 +397,7 @@ def test_a_run_with_a_last_step_finishes_for_its_volunteers(host: tuple[Cli, str
 def test_a_host_with_a_last_step_ends_the_run_there(tmp_path: Path) -> None:
     host, token = start_local_host(tmp_path / "host", "--last-step", "2")
     try:
-        from hiveling.core.invite import parse_invite
+        from hiveling.core.invites.invite import parse_invite
 
         assert parse_invite(token).last_step == 2
         host.wait_for(lambda e: state("stopped")(e) and e.get("outcome") == "finished", timeout=180)

@@ -26,7 +26,7 @@ class Cli:
     def __init__(self, args: Sequence[str], home: Path, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hiveling.core.cli", *args],
+            [sys.executable, "-m", "hiveling.core.commands.cli", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -19,15 +19,15 @@ from typing import Any
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 
-from hiveling.core.averagers import (
+from hiveling.core.swarm.averagers import (
     GroupSizeMixin,
     SizedGradientAverager,
     SizedStateAverager,
     gathered_epoch,
     same_fingerprint,
 )
-from hiveling.core.overlap import OverlappedSteps
-from hiveling.core.tracker import SelfCountingTracker
+from hiveling.core.swarm.overlap import OverlappedSteps
+from hiveling.core.swarm.tracker import SelfCountingTracker
 
 logger = logging.getLogger(__name__)
 

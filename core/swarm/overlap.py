@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hiveling.core.prescheduling import BackgroundPrescheduling
+from hiveling.core.swarm.prescheduling import BackgroundPrescheduling
 
 logger = logging.getLogger(__name__)
 

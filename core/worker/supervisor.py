@@ -21,8 +21,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from hiveling.core.events import EXIT_BAD_INPUT, EXIT_OK, Event, PauseWhen, decode, make_command, make_event
 from hiveling.core.run import RunSpec
+from hiveling.core.worker.events import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    Event,
+    PauseWhen,
+    decode,
+    make_command,
+    make_event,
+)
 
 logger = logging.getLogger(__name__)
 worker_log = logging.getLogger("hiveling.worker")

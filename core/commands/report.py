@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from hiveling.core.events import Event
+from hiveling.core.worker.events import Event
 
 
 def format_count(value: float) -> str:

@@ -6,9 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from hiveling.core.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, UsageError, wait_for_signal_or
+from hiveling.core.commands.console import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Output,
+    UsageError,
+    wait_for_signal_or,
+)
 from hiveling.core.config import load_settings
-from hiveling.core.supervisor import Supervisor, WorkerOptions
+from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
 
 
 def read_invite_text(args: argparse.Namespace) -> str:
@@ -25,7 +32,7 @@ def read_invite_text(args: argparse.Namespace) -> str:
 
 
 def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
-    from hiveling.core.peers import PeerAddressError, check_multiaddrs
+    from hiveling.core.swarm.peers import PeerAddressError, check_multiaddrs
 
     settings = load_settings()
     for flag in ("batch_size", "cpu_threads"):
@@ -57,7 +64,7 @@ def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
 
 
 def run_volunteer(args: argparse.Namespace) -> int:
-    from hiveling.core.invite import InviteError, parse_invite
+    from hiveling.core.invites.invite import InviteError, parse_invite
 
     try:
         invite = parse_invite(read_invite_text(args))
@@ -67,7 +74,7 @@ def run_volunteer(args: argparse.Namespace) -> int:
     options = options_from(args, invite.token)
     output = Output(args.json)
     if not args.json:
-        from hiveling.core.report import describe_invite
+        from hiveling.core.commands.report import describe_invite
 
         for line in describe_invite(invite):
             output.say(line)
@@ -96,9 +103,9 @@ def run_volunteer(args: argparse.Namespace) -> int:
 
 def describe_machine(invite: object, options: WorkerOptions) -> str | None:
     """The recipe's needs against this machine, or a one-line reason why it cannot join (None: unknown)."""
-    from hiveling.core.devices import DeviceError, choose_device, detect_devices, fit_batch_size
+    from hiveling.core.commands.report import describe_fit
+    from hiveling.core.machine.devices import DeviceError, choose_device, detect_devices, fit_batch_size
     from hiveling.core.recipes import RecipeError, find_recipe
-    from hiveling.core.report import describe_fit
 
     try:
         recipe = find_recipe(invite.recipe, invite.recipe_version)  # type: ignore[attr-defined]

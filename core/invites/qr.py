@@ -15,7 +15,7 @@ import segno
 import zxingcpp
 from PIL import Image, UnidentifiedImageError
 
-from hiveling.core.invite import looks_like_invite
+from hiveling.core.invites.invite import looks_like_invite
 
 QUIET_ZONE: Final = 4  # modules of light border, as the QR standard asks
 

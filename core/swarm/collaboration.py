@@ -12,7 +12,7 @@ from typing_extensions import override
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from hiveling.core.strategy import HivemindStrategy
+    from hiveling.core.swarm.strategy import HivemindStrategy
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ then upper-case base32 (QR alphanumeric mode, no characters that chat apps or UR
 
     length u16 | length check u8 | payload | Ed25519 signature (64) | CRC-16 of everything before
 
-The payload (see :mod:`hiveling.core.invitewire`) holds the organizer's public key, the run id, the
+The payload (see :mod:`hiveling.core.invites.wire`) holds the organizer's public key, the run id, the
 expiry, the target batch size, run name, recipe, recipe version, hyperparameters (JSON) and the
 bootstrap peers. The run id is derived from the key and the run name, so an invite re-signed with
 another key cannot pass as the same run. The length tells a cut-off invite from a damaged one, the
@@ -34,8 +34,8 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hiveling.core import invitewire
-from hiveling.core.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, OrganizerKey, fingerprint_of
+from hiveling.core.invites import wire as invitewire
+from hiveling.core.invites.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, OrganizerKey, fingerprint_of
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def make_invite(
     second. ``hparams`` are the recipe's hyperparameters that differ from its defaults (JSON values).
     ``last_step``, when given, is the collaborative step at which volunteers stop: the run is finished.
     """
-    from hiveling.core.peers import PeerAddressError, check_multiaddr
+    from hiveling.core.swarm.peers import PeerAddressError, check_multiaddr
 
     now = datetime.now(UTC)
     for what, value in (("run name", run_name), ("recipe", recipe), ("recipe version", recipe_version)):
@@ -284,7 +284,7 @@ def _invite(fields: invitewire.Fields, hparams: dict[str, Any], peers: tuple[str
 
 
 def _usable_peers(peers: Sequence[str]) -> tuple[str, ...]:
-    from hiveling.core.peers import PeerAddressError, check_multiaddr
+    from hiveling.core.swarm.peers import PeerAddressError, check_multiaddr
 
     usable, problems = [], []
     for peer in peers:

@@ -20,8 +20,8 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from hiveling.core import hardware
-from hiveling.core.hardware import AppleChip, Gpu, Host
+from hiveling.core.machine import hardware
+from hiveling.core.machine.hardware import AppleChip, Gpu, Host
 from hiveling.core.recipes import Needs
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """A local collaboration: two peers on 127.0.0.1 train one small classifier with HivemindStrategy.
 
-    python -m hiveling.core.trial [--steps 60] [--peers 2]
+    python -m tests.support.trial [--steps 60] [--peers 2]
 
 Each peer is its own process, as on separate machines. The first peer starts the run; the others
 join through its address, download its state and train with it. The demo ends with whether the
@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -62,7 +63,7 @@ def run_peer(config: PeerConfig) -> None:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from hiveling.core.strategy import HivemindStrategy
+    from hiveling.core.swarm.strategy import HivemindStrategy
 
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
@@ -191,18 +192,22 @@ def run_peer(config: PeerConfig) -> None:
     emit({"type": "done", "step": strategy.collaborative_step})
 
 
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
 class PeerProcess:
     """A demo peer as a child process; its stderr is drained into a ring buffer for error reports."""
 
     def __init__(self, config: PeerConfig, env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "hiveling.core.trial", "peer", json.dumps(config.__dict__)]
+        cmd = [sys.executable, "-m", "tests.support.trial", "peer", json.dumps(config.__dict__)]
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
-            env=None if env is None else {**os.environ, **env},
+            cwd=REPOSITORY,  # where ``tests`` is importable
+            env={**os.environ, **(env or {})},
         )
         self.stderr_tail: deque[str] = deque(maxlen=60)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
@@ -300,7 +305,7 @@ def run_demo(peers: int, steps: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hiveling.core.trial", description=__doc__.splitlines()[0]
+        prog="python -m tests.support.trial", description=__doc__.splitlines()[0]
     )
     sub = parser.add_subparsers(dest="command")
     peer = sub.add_parser("peer", help="run one peer (used by the demo itself)")

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lightning.pytorch.callbacks import Callback
 
-from hiveling.core.collaboration import StepRate
-from hiveling.core.events import Event, make_event
 from hiveling.core.run import RunSpec
+from hiveling.core.swarm.collaboration import StepRate
+from hiveling.core.worker.events import Event, make_event
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-    from hiveling.core.strategy import HivemindStrategy
+    from hiveling.core.swarm.strategy import HivemindStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def run_session(
     """Trains until paused, stopped or ``config.max_step``; checkpoints when it ends."""
     import lightning.pytorch as pl
 
-    from hiveling.core.strategy import HivemindStrategy
+    from hiveling.core.swarm.strategy import HivemindStrategy
 
     strategy = HivemindStrategy(
         target_batch_size=config.spec.target_batch_size,
@@ -238,7 +238,7 @@ class Reporter(Callback):
         self.fingerprints: dict[int, list[float]] = {}
 
     def on_optimizer_step(self, optimizer: Any, *_: Any) -> None:
-        from hiveling.core.averagers import fingerprint
+        from hiveling.core.swarm.averagers import fingerprint
 
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self.fingerprints[self.strategy.collaborative_step] = list(fingerprint(params))

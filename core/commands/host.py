@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from hiveling.core import paths
-from hiveling.core.events import Event, make_event
 from hiveling.core.run import RunSpec
-from hiveling.core.supervisor import Supervisor, WorkerOptions
+from hiveling.core.worker.events import Event, make_event
+from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
 
 DEFAULT_PORT = 31330
 # Stands for the host's own address while checking that everything else fits in an invite.
@@ -50,10 +50,10 @@ class HostOptions:
 
 def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, RunSpec]:
     """The organizer key and the run it hosts (pure apart from creating the key on first use)."""
-    from hiveling.core.invite import InviteError, OrganizerKey, make_invite, run_id_for
-    from hiveling.core.keys import OrganizerKeyError
-    from hiveling.core.peers import PeerAddressError, check_multiaddrs
+    from hiveling.core.invites.invite import InviteError, OrganizerKey, make_invite, run_id_for
+    from hiveling.core.invites.keys import OrganizerKeyError
     from hiveling.core.recipes import RecipeError, find_recipe
+    from hiveling.core.swarm.peers import PeerAddressError, check_multiaddrs
 
     try:
         recipe = find_recipe(options.recipe)
@@ -179,7 +179,7 @@ class Host:
 
     def _handle(self, event: Event) -> None:
         if event.get("type") == "hello" and self.invite is None:
-            from hiveling.core.invite import InviteError, make_invite
+            from hiveling.core.invites.invite import InviteError, make_invite
 
             peers = invite_peers(list(event.get("addresses") or []), self.options, event.get("peer_id"))
             try:
@@ -238,7 +238,7 @@ def run_host(args: Any) -> int:
     """The ``hiveling host`` command: start, print the invite, show progress until interrupted."""
     import sys
 
-    from hiveling.core.cli import (
+    from hiveling.core.commands.console import (
         EXIT_FAILED,
         EXIT_OK,
         EXIT_USAGE,
@@ -279,7 +279,7 @@ def run_host(args: Any) -> int:
         if host.error is not None:
             output.done.set()
             return
-        from hiveling.core import qr
+        from hiveling.core.invites import qr
 
         invite = host.invite
         png = Path(args.qr_png) if args.qr_png else paths.run_dir(host.spec.run_id) / "invite.png"

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hiveling.core.events import Event
-from hiveling.core.host import Host, HostOptions, free_port
-from hiveling.core.report import format_count
-from hiveling.core.supervisor import Supervisor, WorkerOptions
+from hiveling.core.commands.host import Host, HostOptions, free_port
+from hiveling.core.commands.report import format_count
+from hiveling.core.worker.events import Event
+from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 FINGERPRINT_TOLERANCE = 1e-6

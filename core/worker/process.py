@@ -2,7 +2,7 @@
 
     python -m hiveling.core.worker --invite TOKEN [--device auto] [--batch-size N] ...
 
-Speaks the protocol of :mod:`hiveling.core.events` (JSON lines on stdout, commands on stdin, human logs
+Speaks the protocol of :mod:`hiveling.core.worker.events` (JSON lines on stdout, commands on stdin, human logs
 on stderr). Closing stdin is taken as ``stop``: a worker never outlives its supervisor.
 """
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hiveling.core import config, paths
-from hiveling.core.events import (
+from hiveling.core.run import RunSpec, data_seed
+from hiveling.core.worker.events import (
     EXIT_BAD_INPUT,
     EXIT_CRASH,
     EXIT_OK,
@@ -33,9 +34,8 @@ from hiveling.core.events import (
     encode,
     make_event,
 )
-from hiveling.core.identity import IdentityInUse, IdentityLock, ensure_identity
-from hiveling.core.run import RunSpec, data_seed
-from hiveling.core.session import Controls, SessionConfig, Totals, run_session
+from hiveling.core.worker.identity import IdentityInUse, IdentityLock, ensure_identity
+from hiveling.core.worker.session import Controls, SessionConfig, Totals, run_session
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Worker:
 
     def _train(self, session: SessionConfig, plan: Any, totals: Totals, hello: Any, recipe: Any) -> str:
         """One session; on out-of-memory, retries with a smaller batch instead of crashing."""
-        from hiveling.core.devices import is_out_of_memory, reduce_after_oom
+        from hiveling.core.machine.devices import is_out_of_memory, reduce_after_oom
 
         while True:
             try:
@@ -258,7 +258,7 @@ class Worker:
     def _load_spec(self) -> RunSpec:
         if self.args.run_spec is not None:
             return RunSpec.from_dict(json.loads(self.args.run_spec))
-        from hiveling.core.invite import InviteError, parse_invite
+        from hiveling.core.invites.invite import InviteError, parse_invite
 
         try:
             # Whoever started the worker checked the expiry when joining; a restart must not end the run.
@@ -286,7 +286,7 @@ class Worker:
             raise WorkerError("unknown_recipe", str(error)) from error
 
     def _choose_device(self) -> Any:
-        from hiveling.core.devices import DeviceError, choose_device, detect_devices
+        from hiveling.core.machine.devices import DeviceError, choose_device, detect_devices
 
         try:
             return choose_device(detect_devices(), self.args.device)
@@ -300,7 +300,7 @@ class Worker:
                     "bad_option", f"--batch-size must be at least 1, got {self.args.batch_size}"
                 )
             return int(self.args.batch_size)
-        from hiveling.core.devices import DeviceError, fit_batch_size
+        from hiveling.core.machine.devices import DeviceError, fit_batch_size
 
         cap = None if self.args.memory_cap_gb is None else int(self.args.memory_cap_gb * 2**30)
         try:
@@ -356,7 +356,7 @@ class Worker:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from hiveling.core.devices import TORCH_ENVIRONMENT
+    from hiveling.core.machine.devices import TORCH_ENVIRONMENT
 
     for name, value in TORCH_ENVIRONMENT.items():
         os.environ.setdefault(name, value)  # torch numbers GPUs as detection did
@@ -431,7 +431,3 @@ def _crash_message(error: BaseException) -> str:
         return f"The disk is full ({error.filename or 'writing'}); free some space and start again"
     text = str(error).strip().splitlines()
     return f"The worker failed: {type(error).__name__}: {text[0] if text else ''} (details in the log)"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

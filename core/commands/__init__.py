@@ -1,0 +1,1 @@
+"""The ``hiveling`` command and its subcommands. Nothing else imports this package."""
