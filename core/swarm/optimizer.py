@@ -142,11 +142,22 @@ class CollaborativeOptimizer(OverlappedSteps):
     def load_state_from_peers(self, **kwargs: Any) -> None:
         """Download the swarm's state; retry briefly while the peers are still applying the current step.
 
+        The only override of hivemind's download on the optimizer's side. Each attempt, in order:
+
+        1. drops an overlapped update not applied yet: it was computed on the parameters being replaced
+           (``OverlappedSteps``);
+        2. takes over a round the helper thread is still pre-scheduling, since hivemind retires the
+           scheduled round it knows of (``BackgroundPrescheduling``);
+        3. lets hivemind download, through ``SizedStateAverager.load_state_from_peers``, which notes the
+           step the peers served and whether the download was refused (``averagers.py``).
+
         hivemind relabels a state that is one step behind as current, which would leave this peer one
-        update apart from the others for good.
+        update apart from the others for good: hence the retries.
         """
         for _ in range(_LOAD_ATTEMPTS):
             before = int(self.local_epoch)
+            self.discard_pending_update()
+            self._take_scheduled_round(wait=True)
             super().load_state_from_peers(**kwargs)
             averager = self.state_averager
             served = getattr(averager, "served_epoch", None)

@@ -169,10 +169,6 @@ class OverlappedSteps(BackgroundPrescheduling):
         self.finish_pending_update()  # a checkpoint holds every step its epoch counts
         return super().state_dict()  # type: ignore[no-any-return]
 
-    def load_state_from_peers(self, **kwargs: Any) -> None:
-        self.discard_pending_update()
-        super().load_state_from_peers(**kwargs)
-
     #: At shutdown, how long to let a running round finish (the others need this peer's part).
     shutdown_round_wait = 5.0
 

@@ -80,10 +80,6 @@ class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
             self.scheduled_grads = None
         return bool(super()._begin_averaging_gradients(grad_scaler))
 
-    def load_state_from_peers(self, **kwargs: Any) -> None:
-        self._take_scheduled_round(wait=True)  # hivemind retires the scheduled round it knows of
-        super().load_state_from_peers(**kwargs)
-
     def shutdown(self) -> None:
         self._take_scheduled_round(wait=True)
         if self._scheduler is not None:

@@ -1,4 +1,5 @@
-"""Importing Hiveling, any module of it, does nothing: no folders, no logging set-up, no heavy imports\nuntil used."""
+"""Importing Hiveling, any module of it, does nothing: no folders, no logging set-up, no heavy imports
+until used."""
 
 from __future__ import annotations
 
