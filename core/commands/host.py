@@ -50,7 +50,7 @@ class HostOptions:
 
 def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, RunSpec]:
     """The organizer key and the run it hosts (pure apart from creating the key on first use)."""
-    from hiveling.core.invites.invite import InviteError, OrganizerKey, make_invite, run_id_for
+    from hiveling.core.invites.invite import InviteError, OrganizerKey, invite_for, run_id_for
     from hiveling.core.invites.keys import OrganizerKeyError
     from hiveling.core.recipes import RecipeError, find_recipe
     from hiveling.core.swarm.peers import PeerAddressError, check_multiaddrs
@@ -86,17 +86,7 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         last_step=options.last_step,
     )
     try:  # everything but the addresses, which only the running worker knows
-        make_invite(
-            key,
-            run_name=spec.run_name,
-            recipe=spec.recipe,
-            recipe_version=spec.recipe_version,
-            hparams=spec.hparams,
-            target_batch_size=spec.target_batch_size,
-            peers=[PLACEHOLDER_PEER],
-            expires=options.expires_in,
-            last_step=spec.last_step,
-        )
+        invite_for(key, spec, [PLACEHOLDER_PEER], options.expires_in)
     except InviteError as error:
         raise HostError(str(error)) from error
     return key, spec
@@ -179,21 +169,11 @@ class Host:
 
     def _handle(self, event: Event) -> None:
         if event.get("type") == "hello" and self.invite is None:
-            from hiveling.core.invites.invite import InviteError, make_invite
+            from hiveling.core.invites.invite import InviteError, invite_for
 
             peers = invite_peers(list(event.get("addresses") or []), self.options, event.get("peer_id"))
             try:
-                self.invite = make_invite(
-                    self.key,
-                    run_name=self.spec.run_name,
-                    recipe=self.spec.recipe,
-                    recipe_version=self.spec.recipe_version,
-                    hparams=self.spec.hparams,
-                    target_batch_size=self.spec.target_batch_size,
-                    peers=peers,
-                    expires=self.options.expires_in,
-                    last_step=self.spec.last_step,
-                )
+                self.invite = invite_for(self.key, self.spec, peers, self.options.expires_in)
             except InviteError as error:
                 self.error = f"cannot make the invite: {error}"
                 self.on_event(make_event("error", code="bad_option", message=self.error, fatal=True))

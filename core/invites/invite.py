@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hiveling.core.invites import wire as invitewire
 from hiveling.core.invites.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, OrganizerKey, fingerprint_of
+from hiveling.core.run import RunSpec
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,20 @@ class Invite:
     def link(self) -> str:
         return LINK_PREFIX + self.token
 
+    @property
+    def spec(self) -> RunSpec:
+        """The run this invite describes, as a worker trains it."""
+        return RunSpec(
+            run_id=self.run_id,
+            run_name=self.run_name,
+            recipe=self.recipe,
+            recipe_version=self.recipe_version,
+            target_batch_size=self.target_batch_size,
+            hparams=dict(self.hparams),
+            peers=tuple(self.peers),
+            last_step=self.last_step,
+        )
+
 
 def run_id_for(public_key: bytes, run_name: str) -> str:
     """The run id an organizer key gives a run name: 16 lower-case base32 characters."""
@@ -125,6 +140,23 @@ def looks_like_invite(text: str) -> bool:
     """Whether ``text`` starts like an invite or an invite link (says nothing about its validity)."""
     cleaned = _clean(text)
     return bool(_TOKEN.match(cleaned.removeprefix(LINK_PREFIX.upper())))
+
+
+def invite_for(
+    key: OrganizerKey, spec: RunSpec, peers: Sequence[str], expires: datetime | timedelta
+) -> Invite:
+    """The signed invite to ``spec``, reached through ``peers`` (``spec.peers`` is not used)."""
+    return make_invite(
+        key,
+        run_name=spec.run_name,
+        recipe=spec.recipe,
+        recipe_version=spec.recipe_version,
+        hparams=spec.hparams,
+        target_batch_size=spec.target_batch_size,
+        peers=peers,
+        expires=expires,
+        last_step=spec.last_step,
+    )
 
 
 def make_invite(

@@ -265,16 +265,7 @@ class Worker:
             invite = parse_invite(self.args.invite, check_expiry=False)
         except InviteError as error:
             raise WorkerError("bad_invite", str(error)) from error
-        return RunSpec(
-            run_id=invite.run_id,
-            run_name=invite.run_name,
-            recipe=invite.recipe,
-            recipe_version=invite.recipe_version,
-            target_batch_size=invite.target_batch_size,
-            hparams=dict(invite.hparams),
-            peers=tuple(invite.peers),
-            last_step=invite.last_step,
-        )
+        return invite.spec
 
     def _load_recipe(self, spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         from hiveling.core.recipes import RecipeError, find_recipe

@@ -35,7 +35,7 @@ import json, os, sys
 from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
-from hiveling.app.main import TrayApp
+from hiveling.app.application import TrayApp
 from hiveling.app.worker_process import replay_factory
 from hiveling.core.config import load_settings
 

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
+from hiveling.app.application import TrayApp
 from hiveling.app.icons import icon_for
 from hiveling.app.instance import SingleInstance
-from hiveling.app.main import TrayApp
 from hiveling.app.state import AppState, Notice
 from hiveling.app.tray import TrayIcon
 from hiveling.app.worker_process import ReplaySupervisor, read_stream

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hiveling.app.main import TrayApp
+from hiveling.app.application import TrayApp
 from hiveling.app.state import HISTORY_POINTS
 from hiveling.app.worker_process import read_stream
 from hiveling.core.config import Settings
