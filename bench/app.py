@@ -240,7 +240,7 @@ def make_invite_token() -> str:
         key,
         run_name="Glyph classifier",
         recipe="glyphs",
-        recipe_version="1.0",
+        recipe_version="2.0",
         hparams={},
         target_batch_size=256,
         peers=[PEER],

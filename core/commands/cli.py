@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hiveling.core.commands.console import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Parser, UsageError
 from hiveling.core.logs import configure_logging
@@ -25,7 +26,9 @@ def build_parser() -> Parser:
     parser.add_argument("--headless", action="store_true", help="join a run without the tray app")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--invite", help="the invite (or hiveling:// link); '-' reads it from stdin")
-    source.add_argument("--invite-file", help="a file holding the invite")
+    source.add_argument(
+        "--invite-file", help="a file holding the invite: its text, or an image of its QR code"
+    )
     add_worker_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the worker's events as JSON lines")
     parser.add_argument("--verbose", action="store_true", help="also print log messages")
@@ -43,12 +46,23 @@ def build_parser() -> Parser:
     host.add_argument(
         "--announce", action="append", default=[], help="multiaddr volunteers reach the host at"
     )
-    host.add_argument("--expires-days", type=float, default=30.0)
-    host.add_argument("--checkpoint-every", type=int, default=20, help="collaborative steps")
+    host.add_argument(
+        "--expires-days", type=float, default=30.0, help="days until the invite expires (default 30)"
+    )
+    host.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=20,
+        help="save the collaboration's state every N collaborative steps (default 20)",
+    )
     host.add_argument("--qr-png", help="where to write the invite's QR code (default: the run's folder)")
-    host.add_argument("--device", default="cpu")
-    host.add_argument("--batch-size", type=int)
-    host.add_argument("--cpu-threads", type=int)
+    host.add_argument(
+        "--device", default="cpu", help="what the host trains on: cpu, auto, cuda:N or mps (default cpu)"
+    )
+    host.add_argument("--batch-size", type=int, help="the host's local batch size (default: fits memory)")
+    host.add_argument(
+        "--cpu-threads", type=int, help="threads the host trains with on a CPU (default: half the cores)"
+    )
     host.add_argument(
         "--last-step",
         type=int,
@@ -58,15 +72,18 @@ def build_parser() -> Parser:
     host.add_argument("--json", action="store_true", help="print events (and the invite) as JSON lines")
 
     devices = sub.add_parser("devices", help="what this machine can train on")
-    devices.add_argument("--json", action="store_true")
+    devices.add_argument("--json", action="store_true", help="print them as JSON")
     sub.add_parser("recipes", help="the recipes installed here")
 
     demo = sub.add_parser("demo", help="a host and two volunteers on this machine")
-    demo.add_argument("--seconds", type=float, default=90.0, help="how long to train")
+    demo.add_argument("--seconds", type=float, default=90.0, help="how long to train (default 90)")
     demo.add_argument("--recipe", default=None, help="default: the built-in glyph classifier")
+    demo.add_argument(
+        "--chart",
+        default="hiveling-demo.png",
+        help="where to write the chart of loss and accuracy (default: hiveling-demo.png here)",
+    )
     sub.add_parser("tray", help="the tray app")
-    worker = sub.add_parser("worker", add_help=False, help=argparse.SUPPRESS)
-    worker.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -80,9 +97,21 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory-cap-gb", type=float, default=None, help="use at most this much device memory"
     )
-    parser.add_argument("--cpu-threads", type=int, default=None)
-    parser.add_argument("--listen", action="append", default=[], help="multiaddr to listen on")
-    parser.add_argument("--announce-addr", action="append", default=[], help="multiaddr peers reach us at")
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="threads to train with on a CPU (default: half the cores)",
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        help="multiaddr to listen on (default: any port, all addresses)",
+    )
+    parser.add_argument(
+        "--announce-addr", action="append", default=[], help="multiaddr peers reach us at (default: detected)"
+    )
     parser.add_argument("--max-step", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
@@ -121,7 +150,7 @@ def dispatch(args: argparse.Namespace) -> int:
         configure_logging(False)
         from hiveling.core.commands.demo import run_demo
 
-        return run_demo(seconds=args.seconds, recipe=args.recipe)
+        return run_demo(seconds=args.seconds, recipe=args.recipe, chart=Path(args.chart))
     if args.command == "tray":
         return run_tray()
     if args.headless or args.invite is not None or args.invite_file is not None:

@@ -28,13 +28,17 @@ class Member:
     name: str
     first_loss: float | None = None
     loss: float | None = None
+    first_accuracy: float | None = None
+    accuracy: float | None = None
     step: int = 0
     peers: int = 1
     collab_sps: float = 0.0
     samples: int = 0
+    #: (seconds since the demo began, loss, held-out accuracy) at each progress report
+    history: list[tuple[float, float | None, float | None]] = field(default_factory=list)
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
     error: str | None = None
-    stopped: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
 
     def __call__(self, event: Event) -> None:
         kind = event.get("type")
@@ -44,17 +48,25 @@ class Member:
                 self.loss = float(loss)
                 if self.first_loss is None:
                     self.first_loss = self.loss
+            self._note_accuracy(event.get("accuracy"))
             self.step = int(event.get("step") or 0)
             self.peers = int(event.get("peers") or 1)
             self.collab_sps = float(event.get("collab_sps") or 0.0)
             self.samples = int(event.get("session_samples") or 0)
-        elif kind == "state" and event.get("state") in ("stopped", "failed"):
+            self.history.append((time.monotonic() - self.started, self.loss, self.accuracy))
+        elif kind == "state" and event.get("state") in ("stopping", "stopped", "failed"):
+            # "stopping" comes before the network shuts down; "stopped" repeats it at the very end.
             if event.get("fingerprints"):
                 self.fingerprints = {int(k): v for k, v in event["fingerprints"].items()}
-            if event.get("source") == "supervisor" or event.get("state") == "failed":
-                self.stopped.set()
+            self._note_accuracy(event.get("accuracy"))
         elif kind == "error" and event.get("fatal"):
             self.error = str(event.get("message"))
+
+    def _note_accuracy(self, value: object) -> None:
+        if isinstance(value, int | float):
+            self.accuracy = float(value)
+            if self.first_accuracy is None:
+                self.first_accuracy = self.accuracy
 
 
 def agreement(members: list[Member]) -> tuple[int, float] | None:
@@ -69,7 +81,9 @@ def agreement(members: list[Member]) -> tuple[int, float] | None:
     return step, worst
 
 
-def run_demo(seconds: float = 90.0, recipe: str | None = None, volunteers: int = 2) -> int:
+def run_demo(
+    seconds: float = 90.0, recipe: str | None = None, volunteers: int = 2, chart: Path | None = None
+) -> int:
     from hiveling.core.recipes.catalog import DEFAULT
 
     recipe = recipe or DEFAULT.name
@@ -122,7 +136,10 @@ def run_demo(seconds: float = 90.0, recipe: str | None = None, volunteers: int =
                 thread.start()
             for thread in stoppers:
                 thread.join()
-        return summarize(members)
+        code = summarize(members)
+        if chart is not None:
+            draw_chart(members, chart)
+        return code
 
 
 def follow(members: list[Member], seconds: float) -> None:
@@ -133,11 +150,12 @@ def follow(members: list[Member], seconds: float) -> None:
             return
         time.sleep(min(5.0, max(0.1, seconds - elapsed)))
         loss = "?" if host.loss is None else f"{host.loss:.3f}"
+        accuracy = "" if host.accuracy is None else f" · accuracy {host.accuracy:.0%}"
         contributions = ", ".join(f"{m.name} {format_count(m.samples)}" for m in members[1:])
         print(
             f"[{time.monotonic() - start:4.0f} s] step {host.step} · "
             f"{host.peers} peer{'' if host.peers == 1 else 's'} · "
-            f"{format_count(host.collab_sps)} samples/s · loss {loss} · samples: {contributions}",
+            f"{format_count(host.collab_sps)} samples/s · loss {loss}{accuracy} · samples: {contributions}",
             flush=True,
         )
 
@@ -156,7 +174,13 @@ def summarize(members: list[Member]) -> int:
         print(f"{member.name.capitalize()} contributed {format_count(member.samples)} samples.")
     agreed = agreement(members)
     if agreed is None:
-        print("Parameters: no step was reported by every peer, so they could not be compared.")
+        print("Parameters: the peers reported no collaborative step in common, so they were not compared:")
+        for member in members:
+            steps = sorted(member.fingerprints)
+            seen = f"steps {steps[0]}–{steps[-1]}" if steps else "no step (it stopped before reporting)"
+            print(f"  {member.name}: {seen}")
+        print("A peer that reported none or other steps did not train with the rest at the end: its log")
+        print("is in the lines above; run `hiveling demo` again, and report it if it happens again.")
         return 1
     step, difference = agreed
     same = difference <= FINGERPRINT_TOLERANCE
@@ -165,4 +189,41 @@ def summarize(members: list[Member]) -> int:
         f"Parameters of all {len(members)} peers {verdict} at step {step} "
         f"(relative difference {difference:.1e})."
     )
+    if host.first_accuracy is not None and host.accuracy is not None:
+        print(f"Accuracy: {host.first_accuracy:.0%} at the start, {host.accuracy:.0%} at the end.")
     return 0 if same and not failed and after < before else 1
+
+
+def draw_chart(members: list[Member], path: Path) -> None:
+    """Loss and held-out accuracy over time, a line per peer, as a PNG; says where it went."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        from matplotlib import pyplot
+    except ImportError as error:
+        print(f"No chart: matplotlib is not installed ({error}); pip install matplotlib")
+        return
+    figure, (losses, accuracies) = pyplot.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=100)
+    for member in members:
+        times = [t for t, _, _ in member.history]
+        losses.plot(times, [math.nan if v is None else v for _, v, _ in member.history], label=member.name)
+        accuracies.plot(times, [math.nan if a is None else 100 * a for _, _, a in member.history])
+    losses.set_ylabel("training loss")
+    losses.legend()
+    losses.set_title("Hiveling demo: one model, trained together")
+    accuracies.set_ylabel("held-out accuracy (%)")
+    accuracies.set_ylim(0, 100)
+    accuracies.set_xlabel("seconds since the demo began")
+    for axes in (losses, accuracies):
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+    except OSError as error:
+        print(f"Could not write the chart to {path}: {error.strerror or error}; pass --chart PATH")
+        return
+    finally:
+        pyplot.close(figure)
+    print(f"Chart of loss and accuracy: {path.resolve()}")

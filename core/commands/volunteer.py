@@ -17,18 +17,40 @@ from hiveling.core.commands.console import (
 from hiveling.core.config import load_settings
 from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
 
+# How image files begin: PNG, JPEG, GIF, BMP, WebP (RIFF), TIFF.
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
 
 def read_invite_text(args: argparse.Namespace) -> str:
     if args.invite_file is not None:
         try:
-            return Path(args.invite_file).read_text(encoding="utf-8", errors="replace")
+            data = Path(args.invite_file).read_bytes()
         except OSError as error:
             raise UsageError(
                 f"cannot read the invite file {args.invite_file}: {error.strerror or error}"
             ) from error
+        if data.startswith(IMAGE_MAGIC):
+            return invite_from_image(args.invite_file, data)
+        return data.decode("utf-8", errors="replace")
     if args.invite == "-":
         return sys.stdin.buffer.read().decode("utf-8", "replace")
     return str(args.invite)
+
+
+def invite_from_image(name: str, data: bytes) -> str:
+    """The invite in a QR code image (the host's PNG, a screenshot or a photo of it)."""
+    from hiveling.core.invites.qr import QRError, read_invites
+
+    try:
+        found = read_invites(data)
+    except QRError as error:
+        raise UsageError(str(error)) from error
+    if not found:
+        raise UsageError(
+            f"{name} is an image without a Hiveling invite's QR code in it; "
+            "pass the invite's text with --invite, or a sharper picture of the code"
+        )
+    return found[0]
 
 
 def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:

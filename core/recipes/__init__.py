@@ -44,6 +44,8 @@ class Plan:
 
     module: Any  # lightning.pytorch.LightningModule
     make_loader: Callable[[int], Any]  # local batch size -> torch DataLoader (endless or long)
+    #: Held-out accuracy of the module (0 to 1), on data no peer trains on; None: no such measure.
+    evaluate: Callable[[Any], float] | None = None
 
 
 @dataclass(frozen=True)

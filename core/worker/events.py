@@ -8,9 +8,12 @@ Events (fields beyond ``v``/``type``/``time``):
     state     state (one of STATES), reason (human text or null). From the worker, "pausing" adds
               step, and "paused" adds step, unused_samples (trained here but in no collaborative
               step) and device_memory_bytes; "stopped" adds outcome ("stopped", "finished": the run's
-              last step) and step, and again=true when the run had finished before this start
+              last step) and step, and again=true when the run had finished before this start;
+              "stopping" (training has ended, the network not yet) adds step, loss, accuracy and
+              fingerprints (collaborative step -> parameter fingerprint, the last 20 steps)
     progress  step, peers, local_sps, collab_sps, samples_accumulated, target_batch_size,
-              eta_seconds, loss, session_samples, total_samples, total_seconds, batch_size
+              eta_seconds, loss, accuracy (held-out, 0 to 1, or null), session_samples,
+              total_samples, total_seconds, batch_size
     log       level, message
     error     code, message (one line that says how to fix it), fatal
     bye       exit_code, reason

@@ -211,6 +211,7 @@ class Worker:
                     self.emit,
                     hello,
                     lambda: _save_totals(session.spec.run_id, totals),
+                    plan.evaluate,
                 )
             except Exception as error:
                 if not is_out_of_memory(error):

@@ -84,6 +84,7 @@ class SessionConfig:
     checkpoint_every: int | None  # collaborative steps; None: only when the session ends
     max_step: int | None  # stop once the collaboration reaches this step (bounded demo runs)
     progress_interval: float = 2.0
+    evaluate_interval: float = 10.0  # seconds between held-out evaluations, where the recipe has one
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,8 +135,13 @@ def run_session(
     emit: Emit,
     on_hello: Callable[[HivemindStrategy], None],
     on_totals: Callable[[], None] | None = None,
+    evaluate: Callable[[Any], float] | None = None,
 ) -> Outcome:
-    """Trains until paused, stopped or ``config.max_step``; checkpoints when it ends."""
+    """Trains until paused, stopped or ``config.max_step``; checkpoints when it ends.
+
+    ``evaluate`` (the recipe's held-out accuracy) is measured at the start, every
+    ``config.evaluate_interval`` seconds and when training stops; progress events carry the latest.
+    """
     import lightning.pytorch as pl
 
     from hiveling.core.swarm.strategy import HivemindStrategy
@@ -150,7 +156,7 @@ def run_session(
         identity_path=config.identity_path,
         **config.strategy_options,
     )
-    reporter = Reporter(config, strategy, controls, totals, emit, on_hello, on_totals)
+    reporter = Reporter(config, strategy, controls, totals, emit, on_hello, on_totals, evaluate)
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=[config.device_index] if config.device_index is not None else 1,
@@ -216,8 +222,12 @@ class Reporter(Callback):
         emit: Emit,
         on_hello: Callable[[HivemindStrategy], None],
         on_totals: Callable[[], None] | None = None,
+        evaluate: Callable[[Any], float] | None = None,
     ) -> None:
         self.on_totals = on_totals
+        self.evaluate = evaluate
+        self.accuracy: float | None = None
+        self._last_evaluation = 0.0
         self.config = config
         self.strategy = strategy
         self.controls = controls
@@ -238,18 +248,41 @@ class Reporter(Callback):
         self.fingerprints: dict[int, list[float]] = {}
 
     def on_optimizer_step(self, optimizer: Any, *_: Any) -> None:
+        self._record_fingerprint([p for group in optimizer.param_groups for p in group["params"]])
+
+    def _record_fingerprint(self, params: list[Any]) -> None:
         from hiveling.core.swarm.averagers import fingerprint
 
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         self.fingerprints[self.strategy.collaborative_step] = list(fingerprint(params))
         for step in sorted(self.fingerprints)[:-20]:
             del self.fingerprints[step]
+
+    def _note_settled_step(self, pl_module: pl.LightningModule) -> None:
+        """A step reached without an optimizer step of this peer's (it downloaded the swarm's state)
+        gets its fingerprint too, once no update of its is still to land."""
+        optimizer = self.strategy.hivemind_optimizer
+        step = self.strategy.collaborative_step
+        if optimizer is None or step == 0 or step in self.fingerprints:
+            return
+        if not getattr(optimizer, "update_pending", False):
+            self._record_fingerprint(list(pl_module.parameters()))
+
+    def _evaluate(self, pl_module: pl.LightningModule, now: float) -> None:
+        if self.evaluate is None:
+            return
+        self._last_evaluation = now
+        try:
+            self.accuracy = float(self.evaluate(pl_module))
+        except Exception as error:  # a recipe's measure must never stop training
+            logger.warning("Held-out evaluation failed, no longer measured: %r", error)
+            self.evaluate = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = self.strategy.hivemind_optimizer
         if optimizer is not None:
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
         self.on_hello(self.strategy)
+        self._evaluate(pl_module, time.monotonic())
         self.totals.start_session()
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
@@ -263,7 +296,10 @@ class Reporter(Callback):
             self.loss = value if math.isnan(self.loss) else 0.9 * self.loss + 0.1 * value
         self.totals.session_samples += self.config.batch_size
         step = self.strategy.collaborative_step
+        self._note_settled_step(pl_module)
         now = time.monotonic()
+        if self.evaluate is not None and now - self._last_evaluation >= self.config.evaluate_interval:
+            self._evaluate(pl_module, now)
         if now - self._last_progress >= self.config.progress_interval:
             self._last_progress = now
             self.emit(self.progress(step, now))
@@ -275,6 +311,20 @@ class Reporter(Callback):
         if trainer.should_stop:
             self.totals.ended_at_step = step
             self.totals.unused_samples = self._unused_samples()
+            if self.outcome != "paused":
+                self._evaluate(pl_module, now)
+                # Said before the network shuts down, so a slow or killed teardown loses none of it.
+                self.emit(
+                    make_event(
+                        "state",
+                        state="stopping",
+                        reason="saving and leaving the run",
+                        step=step,
+                        loss=None if math.isnan(self.loss) else round(self.loss, 4),
+                        accuracy=self.accuracy,
+                        fingerprints=dict(self.fingerprints),
+                    )
+                )
         if trainer.should_stop and not self.saved_at_stop and self.outcome != "paused":
             # Before the network shuts down: a slow teardown must not cost the final checkpoint.
             self.saved_at_stop = save_checkpoint(trainer, self.config.checkpoint_path, self.emit)
@@ -343,6 +393,7 @@ class Reporter(Callback):
             target_batch_size=self.config.spec.target_batch_size,
             eta_seconds=None if eta is None else round(eta, 1),
             loss=None if math.isnan(self.loss) else round(self.loss, 4),
+            accuracy=None if self.accuracy is None else round(self.accuracy, 4),
             session_samples=self.totals.session_samples,
             total_samples=self.totals.total_samples,
             total_seconds=round(self.totals.total_seconds, 1),

@@ -38,7 +38,7 @@ def make(organizer: OrganizerKey) -> Maker:
         fields: dict[str, object] = {
             "run_name": "glyphs-spring",
             "recipe": "glyphs",
-            "recipe_version": "1.0",
+            "recipe_version": "2.0",
             "hparams": {},
             "target_batch_size": 4096,
             "peers": [PEER],

@@ -25,7 +25,7 @@ def token() -> str:
         OrganizerKey.generate(),
         run_name="scan-test",
         recipe="glyphs",
-        recipe_version="1.0",
+        recipe_version="2.0",
         hparams={},
         target_batch_size=1024,
         peers=[PEER],

@@ -33,7 +33,7 @@ def invite_token(run_name: str = "Glyph classifier", seed: int = 7) -> str:
         key,
         run_name=run_name,
         recipe="glyphs",
-        recipe_version="1.0",
+        recipe_version="2.0",
         hparams={},
         target_batch_size=256,
         peers=[PEER],

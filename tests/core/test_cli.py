@@ -29,7 +29,7 @@ def run(args: list[str], home: Path, stdin: str = "") -> subprocess.CompletedPro
     )
 
 
-def invite(recipe: str = "glyphs", version: str = "1.0", expires: timedelta = timedelta(days=1)) -> str:
+def invite(recipe: str = "glyphs", version: str = "2.0", expires: timedelta = timedelta(days=1)) -> str:
     key = OrganizerKey.generate()
     made = make_invite(
         key,
@@ -98,6 +98,35 @@ def test_the_invite_comes_from_a_file_or_stdin(tmp_path: Path) -> None:
     assert_one_clear_line(
         run(["--headless", "--invite", "-"], tmp_path, stdin="junk\n"), "not a Hiveling invite"
     )
+
+
+def test_the_invite_file_may_be_an_image_of_its_qr_code(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from hiveling.core.invites.qr import png_bytes
+
+    code = tmp_path / "invite.png"
+    code.write_bytes(png_bytes(invite(recipe="weather")))
+    # Read from the image, the invite gets as far as its recipe, which is not installed here.
+    assert_one_clear_line(run(["--headless", "--invite-file", str(code)], tmp_path), "weather", "install")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    assert_one_clear_line(run(["--headless", "--invite-file", str(blank)], tmp_path), "QR code", "--invite")
+
+
+def test_help_lists_no_internal_command_and_explains_every_option(tmp_path: Path) -> None:
+    for command in ([], ["host"], ["demo"], ["devices"]):
+        result = run([*command, "--help"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "SUPPRESS" not in result.stdout
+        assert "worker" not in result.stdout.split("options:")[0]
+        options = result.stdout.split("options:")[1]
+        # An option without help text is a line that names the flag and nothing else.
+        bare = [
+            line for line in options.splitlines() if line.strip().startswith("-") and "  " not in line.strip()
+        ]
+        continued = [line for line in bare if not options.split(line, 1)[1].startswith("\n" + " " * 10)]
+        assert continued == [], result.stdout
 
 
 def test_wrong_flags_get_one_line_with_the_way_to_help(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def make(key: OrganizerKey = KEY, **overrides: Any) -> Invite:
     arguments: dict[str, Any] = {
         "run_name": "tiny-shakespeare",
         "recipe": "glyphs",
-        "recipe_version": "1.0",
+        "recipe_version": "2.0",
         "hparams": {},
         "target_batch_size": 4096,
         "peers": [PUBLIC, LAN],
@@ -134,7 +134,7 @@ def test_round_trip_keeps_every_field() -> None:
     assert parsed.run_id == run_id_for(KEY.public_bytes, "tiny-shakespeare")
     assert parsed.organizer_key == KEY.public_bytes
     assert parsed.fingerprint == KEY.fingerprint
-    assert (parsed.recipe, parsed.recipe_version, parsed.target_batch_size) == ("glyphs", "1.0", 4096)
+    assert (parsed.recipe, parsed.recipe_version, parsed.target_batch_size) == ("glyphs", "2.0", 4096)
     assert dict(parsed.hparams) == hparams
     assert parsed.peers == tuple(peers)
     assert parsed.expires == EXPIRES

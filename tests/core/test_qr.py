@@ -35,7 +35,7 @@ def typical_invite(peers: list[str]) -> Invite:
         KEY,
         run_name="tiny-shakespeare",
         recipe="charlm",
-        recipe_version="1.0",
+        recipe_version="2.0",
         hparams={"lr": 0.001, "layers": 4, "d_model": 128},
         target_batch_size=4096,
         peers=peers,

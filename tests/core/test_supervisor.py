@@ -32,7 +32,7 @@ def test_a_volunteer_worker_command_carries_every_option() -> None:
 
 
 def test_the_host_worker_gets_its_run_as_json() -> None:
-    spec = RunSpec("id", "name", "glyphs", "1.0", 256, {"lr": 0.01})
+    spec = RunSpec("id", "name", "glyphs", "2.0", 256, {"lr": 0.01})
     cmd = worker_command(WorkerOptions(run_spec=spec, role="host", checkpoint_every=5))
     assert cmd[:3] == [sys.executable, "-m", "hiveling.core.worker"]
     assert RunSpec.from_dict(json.loads(cmd[cmd.index("--run-spec") + 1])) == spec

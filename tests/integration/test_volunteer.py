@@ -217,7 +217,7 @@ def test_a_worker_that_keeps_crashing_is_given_up_with_its_log(tmp_path: Path) -
     from hiveling.core.run import RunSpec
 
     events = Recorder()
-    spec = RunSpec("crash", "crash", "glyphs", "1.0", 64)
+    spec = RunSpec("crash", "crash", "glyphs", "2.0", 64)
     options = WorkerOptions(
         run_spec=spec,
         role="host",
