@@ -382,9 +382,12 @@ def format_duration(seconds: float | None) -> str:
     return f"{days} days {hours} h" if hours else f"{days} days"
 
 
-def format_hours(seconds: float) -> str:
-    hours = seconds / 3600
-    return f"{hours:.2f} h" if hours < 10 else f"{hours:,.1f} h"
+def format_time_trained(seconds: float) -> str:
+    """Minutes and seconds under an hour (a first session must not read as "0.00 h"), then hours."""
+    if seconds < 3600:
+        minutes, rest = divmod(int(max(0.0, seconds)), 60)
+        return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+    return f"{seconds / 3600:,.1f} h"
 
 
 def _number(value: object) -> float | None:

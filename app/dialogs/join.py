@@ -224,7 +224,11 @@ class JoinDialog(QDialog):
 
     def _show_problem(self, message: str) -> None:
         self.status.setStyleSheet(BAD)
-        self.status.setText(f"This invite cannot be used: {message}")
+        # Core's reasons mostly begin "this invite ...": say it once.
+        if message.startswith("this invite"):
+            self.status.setText("This invite" + message.removeprefix("this invite"))
+        else:
+            self.status.setText(f"This invite cannot be used: {message}")
         self.details.hide()
         self.warning.hide()
         self._update_join_button()
@@ -232,6 +236,7 @@ class JoinDialog(QDialog):
     def _show_invite(self, invite: Invite) -> None:
         self.status.setStyleSheet(GOOD)
         self.status.setText("✔ A valid invite, signed by its organizer.")
+        self.text.verticalScrollBar().setValue(0)  # pasting left the view at its end: show "HIVE1-"
         self.run_name.setText(invite.run_name)
         self.organizer.setText(invite.fingerprint)
         self.expires.setText(self._expiry_words(invite.expires))

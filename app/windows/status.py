@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from hiveling.app.icons import icon_for
-from hiveling.app.state import AppState, format_duration, format_hours, format_rate
+from hiveling.app.state import AppState, format_duration, format_rate, format_time_trained
 from hiveling.app.windows.charts import Chart
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _gathered_words(accumulated: int | None, target: int | None) -> str:
 
 def _share_words(samples: int | None, seconds: float) -> str:
     count = f"{samples:,} samples" if samples is not None else "no samples yet"
-    return f"{count}, {format_hours(seconds)} of training"
+    return f"{count}, {format_time_trained(seconds)} of training"
 
 
 def _eta_words(seconds: float | None) -> str:

@@ -14,8 +14,8 @@ from hiveling.app.state import (
     AppState,
     MenuState,
     format_duration,
-    format_hours,
     format_rate,
+    format_time_trained,
 )
 from hiveling.app.worker_process import read_stream
 from hiveling.core.worker.events import make_event
@@ -320,8 +320,11 @@ def test_formats_read_like_people_write() -> None:
         "3 h 20 min",
         "2 days 2 h",
     ]
-    assert format_hours(1800) == "0.50 h"
-    assert format_hours(3600 * 1234) == "1,234.0 h"
+    assert format_time_trained(0) == "0 s"
+    assert format_time_trained(42.7) == "42 s"
+    assert format_time_trained(1805) == "30 min 5 s"
+    assert format_time_trained(5400) == "1.5 h"
+    assert format_time_trained(3600 * 1234) == "1,234.0 h"
 
 
 def test_a_stream_recorded_from_the_real_worker_reads_as_it_happened() -> None:
