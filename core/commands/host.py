@@ -116,6 +116,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def check_port(options: HostOptions) -> None:
+    """Refuses a port something already listens on: volunteers could join that instead."""
+    from hiveling.core.machine.ports import port_holder, port_in_use
+
+    if options.port == 0 or not port_in_use("127.0.0.1" if options.local else "0.0.0.0", options.port):
+        return
+    holder = port_holder(options.port)
+    host = None if holder is None else holder.hiveling_host
+    if host is not None:
+        raise HostError(
+            f"a Hiveling host is already running on port {options.port} (process {host}): "
+            f"stop it (Ctrl-C in its terminal) or start this one with --port N"
+        )
+    who = f"process {holder.pid} ({holder.command[:80]})" if holder is not None else "another program"
+    raise HostError(f"TCP port {options.port} is already in use by {who}: stop it or choose --port N")
+
+
 def listen_addresses(options: HostOptions) -> tuple[str, ...]:
     host = "127.0.0.1" if options.local else "0.0.0.0"
     return (f"/ip4/{host}/tcp/{options.port}",)
@@ -162,6 +179,8 @@ class Host:
         self.supervisor.stop_grace = 20.0  # the host's last checkpoint is worth a longer wait
 
     def start(self) -> None:
+        """Starts the host's worker; HostError when its port is taken (say, by this run's host)."""
+        check_port(self.options)
         self.supervisor.start()
 
     def stop(self) -> None:
@@ -250,8 +269,12 @@ def run_host(args: Any) -> int:
     except (HostError, UsageError) as error:
         print(f"hiveling host: {error}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        host.start()
+    except HostError as error:
+        print(f"hiveling host: {error}", file=sys.stderr)
+        return EXIT_USAGE
     output.say(f"Starting run “{host.spec.run_name}” ({host.spec.recipe}), organizer {host.key.fingerprint}")
-    host.start()
 
     def show_invite() -> None:
         if not host.invite_ready.wait(timeout=None) or output.done.is_set():

@@ -305,12 +305,19 @@ class Worker:
         try:
             lock.acquire()
         except IdentityInUse as error:
-            raise WorkerError(
-                "identity_in_use",
-                f"Another Hiveling worker on this machine (process {error}) is already training "
-                f"{spec.run_name!r} as this peer: stop it first, or give this one its own folder "
-                "with HIVELING_HOME=...",
-            ) from None
+            if self.args.role == "host":
+                message = (
+                    f"A host for {spec.run_name!r} is already running on this machine (process {error}): "
+                    f"stop it (Ctrl-C in its terminal, or kill {error}) before starting it again; "
+                    "two hosts of one run would split its volunteers"
+                )
+            else:
+                message = (
+                    f"Another Hiveling worker on this machine (process {error}) is already training "
+                    f"{spec.run_name!r} as this peer: stop it first (the tray's Quit, or Ctrl-C where "
+                    "it runs)"
+                )
+            raise WorkerError("identity_in_use", message) from None
         self._identity_lock = lock  # held until the process ends
 
     def _hello(self, spec: RunSpec, strategy: Any, device: Any, batch_size: int, title: str) -> Event:

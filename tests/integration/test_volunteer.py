@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,8 +315,31 @@ def test_the_host_prints_its_invite_as_text_terminal_qr_and_png(tmp_path: Path) 
         drawn = lines[lines.index(token) + 1 : lines.index(f"Link: {link}")]
         assert drawn == qr.terminal_text(invite.link).splitlines() + [""]
         assert qr.read_qr(png) == [token], "the PNG holds the invite for a phone or the tray to scan"
+
+        # A second host on the same port, from another folder, is refused: volunteers could join it.
+        port = invite.peers[0].split("/tcp/")[1].split("/")[0]
+        second = hiveling("host", "--recipe", "glyphs", "--local", "--port", port, home=tmp_path / "other")
+        assert second.returncode == 2, second
+        assert second.stderr.count("\n") == 1, second.stderr
+        assert f"a Hiveling host is already running on port {port} (process " in second.stderr
+        # From the same folder on another port, it is the same run: refused by the run's identity lock.
+        again = hiveling("host", "--recipe", "glyphs", "--local", "--json", home=tmp_path / "host")
+        assert again.returncode == 2, again
+        refusal = next(json.loads(line) for line in again.stdout.splitlines() if '"error"' in line)
+        assert "A host for " in refusal["message"]
+        assert "is already running on this machine" in refusal["message"]
     finally:
         assert host.stop() == 0
+
+
+def hiveling(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hiveling.core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HIVELING_HOME": str(home)},
+    )
 
 
 def test_out_of_memory_halves_the_batch_instead_of_crashing(tmp_path: Path) -> None:
