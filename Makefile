@@ -49,7 +49,7 @@ system-packages:
 	fi
 
 test: lint system-packages
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 bench: $(STAMP)
 	$(PY) bench/w1.py

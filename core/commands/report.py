@@ -46,6 +46,8 @@ def describe_progress(event: Event) -> str:
         parts.append(f"next in {format_duration(event['eta_seconds'])}")
     if event.get("loss") is not None:
         parts.append(f"loss {float(event['loss']):.3f}")
+    if event.get("accuracy") is not None:
+        parts.append(f"held-out accuracy {float(event['accuracy']):.0%}")
     contributed = f"contributed {format_count(event.get('total_samples') or 0)} samples"
     if event.get("total_seconds"):
         contributed += f" in {format_duration(event['total_seconds'])} of training"

@@ -16,13 +16,14 @@ def test_a_progress_line_says_everything_the_tray_shows() -> None:
             "target_batch_size": 8192,
             "eta_seconds": 12.4,
             "loss": 2.34567,
+            "accuracy": 0.873,
             "total_samples": 123456,
             "total_seconds": 7200,
         }
     )
     assert line == (
         "step 1,204 · 7 peers · 4,120 samples/s (this machine 412/s) · 256/8,192 toward the next step · "
-        "next in 12 s · loss 2.346 · contributed 123,456 samples in 2.0 h of training"
+        "next in 12 s · loss 2.346 · held-out accuracy 87% · contributed 123,456 samples in 2.0 h of training"
     )
 
 
@@ -30,6 +31,7 @@ def test_missing_numbers_are_left_out_not_invented() -> None:
     line = describe_progress({"step": 0, "peers": 1})
     assert "next in" not in line
     assert "loss" not in line
+    assert "accuracy" not in line
     assert line.startswith("step 0 · 1 peer · ")
 
 
