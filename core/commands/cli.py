@@ -76,7 +76,9 @@ def build_parser() -> Parser:
     sub.add_parser("recipes", help="the recipes installed here")
 
     demo = sub.add_parser("demo", help="a host and two volunteers on this machine")
-    demo.add_argument("--seconds", type=float, default=90.0, help="how long to train (default 90)")
+    demo.add_argument(
+        "--seconds", type=float, default=120.0, help="how long to train, in seconds (default 120)"
+    )
     demo.add_argument("--recipe", default=None, help="default: the built-in glyph classifier")
     demo.add_argument(
         "--chart",

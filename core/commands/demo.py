@@ -82,7 +82,7 @@ def agreement(members: list[Member]) -> tuple[int, float] | None:
 
 
 def run_demo(
-    seconds: float = 90.0, recipe: str | None = None, volunteers: int = 2, chart: Path | None = None
+    seconds: float = 120.0, recipe: str | None = None, volunteers: int = 2, chart: Path | None = None
 ) -> int:
     from hiveling.core.recipes.catalog import DEFAULT
 
@@ -179,8 +179,10 @@ def summarize(members: list[Member]) -> int:
             steps = sorted(member.fingerprints)
             seen = f"steps {steps[0]}–{steps[-1]}" if steps else "no step (it stopped before reporting)"
             print(f"  {member.name}: {seen}")
-        print("A peer that reported none or other steps did not train with the rest at the end: its log")
-        print("is in the lines above; run `hiveling demo` again, and report it if it happens again.")
+        print("A peer that reported none or other steps did not train with the rest at the end.")
+        from hiveling.core import paths
+
+        print(f"Every peer's log is in {paths.log_dir() / 'hiveling.log'}; please report it with that file.")
         return 1
     step, difference = agreed
     same = difference <= FINGERPRINT_TOLERANCE
@@ -191,7 +193,12 @@ def summarize(members: list[Member]) -> int:
     )
     if host.first_accuracy is not None and host.accuracy is not None:
         print(f"Accuracy: {host.first_accuracy:.0%} at the start, {host.accuracy:.0%} at the end.")
-    return 0 if same and not failed and after < before else 1
+    ok = same and not failed and after < before
+    if not ok:
+        from hiveling.core import paths
+
+        print(f"Every peer's log is in {paths.log_dir() / 'hiveling.log'}.")
+    return 0 if ok else 1
 
 
 def draw_chart(members: list[Member], path: Path) -> None:

@@ -75,8 +75,14 @@ class GlyphNet(pl.LightningModule):
         self.log("loss", loss, on_step=True, prog_bar=True)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        warmup = max(1, int(self.hparams.get("warmup_steps", 1)))
+        # A linear warm-up: at full rate from the first step, Adam can silence every ReLU of this
+        # small network for good (seen: 130 collaborative steps at chance). One step per
+        # collaborative step: the strategy drives it.
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class GlyphPool(Dataset[tuple[torch.Tensor, torch.Tensor]]):

@@ -166,6 +166,7 @@ class CollaborativeOptimizer(OverlappedSteps):
                 logger.info("Peers serve step %d, this peer is at %d: keeping its own state", served, before)
                 return
             if not refused and averager.applied_epoch >= self.tracker.global_epoch:
+                self.step_averaged = True  # the parameters are the swarm's again
                 return
             time.sleep(_LOAD_RETRY_SECONDS)
         logger.warning("Peers kept serving an older step than the swarm's; continuing from it")
@@ -196,6 +197,12 @@ class CollaborativeOptimizer(OverlappedSteps):
                 logger.info("Every other peer left during the averaging round: continuing alone")
                 control.cancel()
 
+    #: Whether the last step's update holds the group's averaged gradients (or this peer was alone and
+    #: no round was due); False after a failed round, whose update holds this peer's gradients only.
+    step_averaged = True
+    #: Rounds that failed (a timeout, peers lost) and left this peer stepping on its own gradients.
+    failed_rounds = 0
+
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
         if maybe_step_control is not None:
             self._wait_for_round(maybe_step_control)
@@ -207,11 +214,29 @@ class CollaborativeOptimizer(OverlappedSteps):
         if control is not None and control.done() and not control.cancelled() and control.exception() is None:
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
             group |= set(gathered)
+        self.step_averaged = control is None or bool(gathered)
+        if not self.step_averaged:
+            self.failed_rounds += 1
+            logger.warning(
+                "The averaging round of step %d failed: this step used this peer's gradients only; "
+                "it takes the swarm's state at its next step (%d such rounds so far)",
+                int(self.local_epoch),
+                self.failed_rounds,
+            )
         expected = set(self.tracker.active_peer_ids) | group
         keep, why = keeps_its_state(me, gathered, expected)
         if not keep:
             logger.info("%s: downloading their state", why)
         self._resync_needed = not keep
+
+    def shutdown(self) -> None:
+        for name in ("scheduled_grads", "scheduled_state"):
+            scheduled = getattr(self, name, None)
+            if scheduled is not None and scheduled.done():
+                # Already over (say, cancelled when every other peer left): hivemind would cancel it
+                # again, which raises InvalidStateError and fails the whole shutdown.
+                setattr(self, name, None)
+        super().shutdown()
 
     def _state_replaced_soon(self) -> bool:
         return self._resync_needed  # download first, so the next round carries the new fingerprint

@@ -248,7 +248,9 @@ class Reporter(Callback):
         self.fingerprints: dict[int, list[float]] = {}
 
     def on_optimizer_step(self, optimizer: Any, *_: Any) -> None:
-        self._record_fingerprint([p for group in optimizer.param_groups for p in group["params"]])
+        if getattr(self.strategy.hivemind_optimizer, "step_averaged", True):
+            # A step whose round failed holds this peer's gradients only: not a collaborative step.
+            self._record_fingerprint([p for group in optimizer.param_groups for p in group["params"]])
 
     def _record_fingerprint(self, params: list[Any]) -> None:
         from hiveling.core.swarm.averagers import fingerprint
@@ -264,6 +266,8 @@ class Reporter(Callback):
         step = self.strategy.collaborative_step
         if optimizer is None or step == 0 or step in self.fingerprints:
             return
+        if not getattr(optimizer, "step_averaged", True):
+            return  # its update came from a failed round, not from the swarm
         if not getattr(optimizer, "update_pending", False):
             self._record_fingerprint(list(pl_module.parameters()))
 

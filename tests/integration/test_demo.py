@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
     chart = tmp_path / "demo.png"
     result = subprocess.run(
-        # As `make demo` runs it (90 s of training), with the chart kept out of the checkout.
+        # As `make demo` runs it (120 s of training), with the chart kept out of the checkout.
         [sys.executable, "-m", "hiveling.core.cli", "demo", "--chart", str(chart)],
         capture_output=True,
         text=True,
