@@ -209,7 +209,7 @@ def draw_chart(members: list[Member], path: Path) -> None:
         matplotlib.use("Agg")  # no display needed
         from matplotlib import pyplot
     except ImportError as error:
-        print(f"No chart: matplotlib is not installed ({error}); pip install matplotlib")
+        print(f"No chart: matplotlib is not installed ({error}); pip install 'hiveling[demo]'")
         return
     figure, (losses, accuracies) = pyplot.subplots(2, 1, sharex=True, figsize=(8, 6), dpi=100)
     for member in members:

@@ -48,6 +48,13 @@ def describe_progress(event: Event) -> str:
         parts.append(f"loss {float(event['loss']):.3f}")
     if event.get("accuracy") is not None:
         parts.append(f"held-out accuracy {float(event['accuracy']):.0%}")
+    for field, words in (
+        ("skipped_batches", "batches left out (not finite)"),
+        ("failed_rounds", "failed averaging rounds"),
+        ("rejected_rounds", "averaged steps not applied (not finite)"),
+    ):
+        if event.get(field):
+            parts.append(f"{format_count(event[field])} {words}")
     contributed = f"contributed {format_count(event.get('total_samples') or 0)} samples"
     if event.get("total_seconds"):
         contributed += f" in {format_duration(event['total_seconds'])} of training"

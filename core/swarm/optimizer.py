@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 
@@ -73,6 +74,18 @@ def keeps_its_state(me: bytes, gathered: dict[bytes, Any], expected: set[bytes])
     return True, ""
 
 
+class NonFiniteTraining(RuntimeError):
+    """This peer's gradients stayed non-finite batch after batch: its data or model gives NaN or inf."""
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether no tensor holds a NaN or an infinity (one device sync, however many tensors)."""
+    if not tensors:
+        return True
+    norms = torch.stack([torch.linalg.vector_norm(t.detach(), dtype=torch.float32) for t in tensors])
+    return bool(torch.isfinite(norms).all())
+
+
 class CollaborativeOptimizer(OverlappedSteps):
     """A hivemind.Optimizer whose averaging groups close as soon as all known peers have joined."""
 
@@ -120,6 +133,60 @@ class CollaborativeOptimizer(OverlappedSteps):
         return max(int(self.tracker.global_progress.num_peers), 1)
 
     _resync_needed = False
+    #: Local batches whose gradients were not finite: left out of every round.
+    skipped_batches = 0
+    #: Rounds whose averaged gradients were not finite: not applied.
+    rejected_rounds = 0
+    #: Non-finite batches in a row after which this peer stops (NonFiniteTraining) rather than idle on.
+    non_finite_limit = 20
+    _non_finite_run = 0
+
+    def _check_and_accumulate_gradients(self, batch_size: int, grad_scaler: Any) -> bool:
+        if grad_scaler is not None:  # hivemind's fp16 scaler already skips and resets on overflow
+            return bool(super()._check_and_accumulate_gradients(batch_size, grad_scaler))
+        gradients = [p.grad for p in self.grad_averager.parameters if p.grad is not None]
+        if all_finite(gradients):
+            self._non_finite_run = 0
+            return bool(super()._check_and_accumulate_gradients(batch_size, grad_scaler))
+        self.skipped_batches += 1
+        self._non_finite_run += 1
+        if self.grad_averager.reuse_grad_buffers:
+            # The batch was added to the step's buffers already: the step's local work is lost.
+            self.grad_averager.reset_accumulated_grads_()
+            self.tracker.report_local_progress(self.local_epoch, 0)
+        if self._non_finite_run >= self.non_finite_limit:
+            raise NonFiniteTraining(
+                f"training gave non-finite gradients (NaN or inf) for {self._non_finite_run} batches in a "
+                "row, and none of them reached the other peers; check this peer's data, model and "
+                "precision (an fp16 overflow shows this way), then start it again"
+            )
+        if self._non_finite_run == 1:
+            logger.warning(
+                "This batch's gradients are not finite (NaN or inf): left out of the collaboration "
+                "(%d such batches so far)",
+                self.skipped_batches,
+            )
+            if not all_finite(list(self.grad_averager.parameters)) and self.num_peers > 1:
+                logger.warning("This peer's parameters are not finite: taking the swarm's")
+                self.load_state_from_peers()
+        return False  # nothing accumulated: the batch's gradients are cleared before the next one
+
+    def _load_averaged_gradients_into_optimizer_(self) -> None:
+        super()._load_averaged_gradients_into_optimizer_()
+        if self.offload_optimizer:
+            return  # hivemind's averager wrote straight into the optimizer's own buffers
+        params = [p for group in self.state_averager.optimizer.param_groups for p in group["params"]]
+        if all_finite([p.grad for p in params if p.grad is not None]):
+            return
+        # Every peer of the round got the same result and drops it the same way: they stay identical.
+        self.rejected_rounds += 1
+        logger.warning(
+            "The averaged gradients of step %d are not finite: the step is not applied (%d such rounds)",
+            int(self.local_epoch),
+            self.rejected_rounds,
+        )
+        for param in params:
+            param.grad = None  # torch optimizers leave parameters without a gradient untouched
 
     def step(self, *args: Any, **kwargs: Any) -> Any:
         if self._resync_needed:

@@ -452,6 +452,8 @@ class HivemindStrategy(Strategy):
         miss the others' records: a joining peer then takes steps of its own from a fresh
         initialization before it downloads the collaboration's state.
         """
+        if hasattr(tracker, "announce_joining"):
+            tracker.announce_joining()  # so that a peer joining at the same time sees this one
         deadline = time.monotonic() + _JOIN_PROGRESS_WAIT
         while (left := deadline - time.monotonic()) > 0:
             tracker.refresh(timeout=left)

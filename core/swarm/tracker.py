@@ -61,6 +61,15 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         )
         return progress
 
+    def announce_joining(self) -> None:
+        """Publish this peer's (empty) progress now, before its first batch.
+
+        A peer that has trained nothing is not announced (below), so two peers that join at once
+        through a node that does not train would each wait for the other's record and never see it.
+        """
+        self._active_epoch = self.global_epoch
+        self.should_report_progress.set()
+
     def refresh(self, timeout: float) -> bool:
         """Fetch the swarm's progress now, not at the next scheduled time; whether a fetch came in time."""
         self.fetched_global_progress_this_epoch.clear()

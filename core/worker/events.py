@@ -13,7 +13,9 @@ Events (fields beyond ``v``/``type``/``time``):
               fingerprints (collaborative step -> parameter fingerprint, the last 20 steps)
     progress  step, peers, local_sps, collab_sps, samples_accumulated, target_batch_size,
               eta_seconds, loss, accuracy (held-out, 0 to 1, or null), session_samples,
-              total_samples, total_seconds, batch_size
+              total_samples, total_seconds, batch_size; while non-zero, skipped_batches (gradients
+              not finite, left out), failed_rounds (stepped on local gradients), rejected_rounds
+              (averaged gradients not finite, not applied)
     log       level, message
     error     code, message (one line that says how to fix it), fatal
     bye       exit_code, reason

@@ -41,7 +41,9 @@ class IdentityLock:
         self._fd: int | None = None
 
     def acquire(self, wait: float = _LOCK_WAIT_SECONDS) -> None:
-        """Takes the lock, waiting up to ``wait`` seconds for a stopping worker's children to exit.
+        """Takes the lock, waiting up to ``wait`` seconds for a stopped worker's children to exit.
+
+        A worker that is still running (the process that wrote the lock is alive) is not waited for.
 
         Raises:
             IdentityInUse: another process still holds it.
@@ -54,8 +56,8 @@ class IdentityLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                if time.monotonic() >= deadline or _alive(holder):
                     os.close(fd)
                     raise IdentityInUse(holder) from None
                 time.sleep(_LOCK_POLL_SECONDS)
@@ -69,3 +71,17 @@ class IdentityLock:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process that wrote ``pid`` into the lock still runs (its forked children may hold
+    the lock a while after it exited)."""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

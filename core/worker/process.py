@@ -199,6 +199,7 @@ class Worker:
     def _train(self, session: SessionConfig, plan: Any, totals: Totals, hello: Any, recipe: Any) -> str:
         """One session; on out-of-memory, retries with a smaller batch instead of crashing."""
         from hiveling.core.machine.devices import is_out_of_memory, reduce_after_oom
+        from hiveling.core.swarm.optimizer import NonFiniteTraining
 
         while True:
             try:
@@ -213,6 +214,8 @@ class Worker:
                     lambda: _save_totals(session.spec.run_id, totals),
                     plan.evaluate,
                 )
+            except NonFiniteTraining as error:
+                raise WorkerError("non_finite", f"This peer stopped: {error}") from error
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise

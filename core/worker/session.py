@@ -387,8 +387,16 @@ class Reporter(Callback):
         collab = self.rate.update(step, self.config.spec.target_batch_size, now)
         if collab > 0:  # from measured throughput: hivemind's estimate lags behind at the start of a step
             eta = max(0.0, self.config.spec.target_batch_size - accumulated) / collab
+        troubles = {}
+        if optimizer is not None:
+            # Counted since this session began; absent while zero.
+            for name in ("skipped_batches", "failed_rounds", "rejected_rounds"):
+                count = int(getattr(optimizer, name, 0))
+                if count:
+                    troubles[name] = count
         return make_event(
             "progress",
+            **troubles,
             step=step,
             peers=peers,
             local_sps=round(local, 2),

@@ -18,6 +18,7 @@ METHODS = [
     (Optimizer, "_begin_averaging_gradients", ["self", "grad_scaler"]),
     (Optimizer, "_average_gradients_and_load_into_optimizer", ["self", "maybe_step_control"]),
     (Optimizer, "_load_averaged_gradients_into_optimizer_", ["self"]),
+    (Optimizer, "_check_and_accumulate_gradients", ["self", "batch_size", "grad_scaler"]),
     (Optimizer, "_compute_schema_hash", ["self"]),
     (Optimizer, "_make_state_averager", ["self", "kwargs"]),
     (Optimizer, "_make_progress_tracker", ["self", "target_batch_size", "kwargs"]),

@@ -24,11 +24,16 @@ def test_importing_creates_no_files_configures_no_logging_and_loads_lazily(tmp_p
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "c"), "XDG_DATA_HOME": str(home / "d")}
+    # Where matplotlib is installed (the demo extra), torchmetrics imports it under Lightning, and
+    # matplotlib keeps its own config and font cache: not Hiveling's doing, so it goes elsewhere here.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env["MPLCONFIGDIR"] = str(elsewhere)
     out = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"light": True, "root_handlers": 0}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "home"]
     assert list(home.iterdir()) == []

@@ -187,3 +187,25 @@ def test_a_peer_whose_parameters_went_astray_is_brought_back_in_line(
         longest = max(longest, streak)
     assert longest <= 3, f"parameters differed for {longest} steps in a row"
     assert any(agree(step) for step in range(steps, steps + LINGER)), "the peers end identical"
+
+
+def test_a_peer_whose_loss_turns_nan_poisons_nobody_and_stops_saying_why(
+    start_peer: StartPeer, run_id: str
+) -> None:
+    import math
+
+    steps = 30
+    config = PeerConfig(run_id=run_id, steps=steps, linger_steps=LINGER)
+    healthy = start_peer(config)
+    address = healthy.address()
+    sick = start_peer(
+        PeerConfig(**{**config.__dict__, "data_seed": 2, "nan_after_batches": 40}),
+        env={"INITIAL_PEERS": address},
+    )
+    assert healthy.finish() == 0, healthy.process.tail()
+    assert sick.finish() != 0
+    assert "non-finite gradients (NaN or inf) for 20 batches in a row" in sick.process.tail()
+    history = healthy.steps()
+    assert max(history) >= steps
+    assert all(math.isfinite(x) for event in history.values() for x in event["params"])
+    assert all(math.isfinite(x) for event in sick.steps().values() for x in event["params"])

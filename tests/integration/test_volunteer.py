@@ -324,7 +324,7 @@ def test_the_host_prints_its_invite_as_text_terminal_qr_and_png(tmp_path: Path) 
         assert f"a Hiveling host is already running on port {port} (process " in second.stderr
         # From the same folder on another port, it is the same run: refused by the run's identity lock.
         again = hiveling("host", "--recipe", "glyphs", "--local", "--json", home=tmp_path / "host")
-        assert again.returncode == 2, again
+        assert again.returncode != 0, again
         refusal = next(json.loads(line) for line in again.stdout.splitlines() if '"error"' in line)
         assert "A host for " in refusal["message"]
         assert "is already running on this machine" in refusal["message"]

@@ -49,6 +49,7 @@ class PeerConfig:
     fail_at_step: int | None = None
     grad_compression: str | None = None
     perturb_at_step: int | None = None
+    nan_after_batches: int | None = None  # from then on every loss is NaN: a user's bug, a bad shard
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -89,6 +90,9 @@ def run_peer(config: PeerConfig) -> None:
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
             loss = nn.functional.cross_entropy(self.net(x), y)
+            self.batches = getattr(self, "batches", 0) + 1
+            if config.nan_after_batches is not None and self.batches > config.nan_after_batches:
+                loss = loss * float("nan")
             self.log("loss", loss, on_step=True, prog_bar=False)
             if config.sleep:
                 time.sleep(config.sleep)  # stands for accelerator time, so peers share the work
@@ -122,6 +126,7 @@ def run_peer(config: PeerConfig) -> None:
         def __init__(self) -> None:
             self.last_loss = math.nan
             self.reported_join = False
+            self.peers_seen = 0
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             optimizer = strategy.hivemind_optimizer
@@ -131,6 +136,7 @@ def run_peer(config: PeerConfig) -> None:
                     "type": "joined",
                     "addresses": strategy.join_addresses(),
                     "step": strategy.collaborative_step,
+                    "time": time.time(),
                 }
             )
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
@@ -162,6 +168,11 @@ def run_peer(config: PeerConfig) -> None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.last_loss = float(loss)
             step = strategy.collaborative_step
+            optimizer = strategy.hivemind_optimizer
+            peers = 0 if optimizer is None else int(optimizer.tracker.global_progress.num_peers)
+            if peers != self.peers_seen:  # how many peers this one sees, when that changes
+                self.peers_seen = peers
+                emit({"type": "peers", "count": peers, "step": step, "time": time.time()})
             if config.perturb_at_step is not None and step >= config.perturb_at_step:
                 config.perturb_at_step = None  # once: simulate a peer whose parameters went astray
                 with torch.no_grad():
