@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -252,15 +253,29 @@ class CollaborativeOptimizer(OverlappedSteps):
             for value in (getattr(record, "value", None) for record in records.values())
         )
 
+    #: Asked between checks while a round runs: whether this peer is leaving (a stop, a "pause now"),
+    #: so that it leaves the round instead of waiting up to ``averaging_timeout`` for peers that are
+    #: gone (their records outlive a killed or paused worker).
+    leaving: Callable[[], bool] = staticmethod(lambda: False)
+    _left_round = False
+
     def _wait_for_round(self, control: Any) -> None:
-        """Wait for an averaging round, but give up as soon as every other peer has left."""
+        """Wait for an averaging round, but give up as soon as every other peer has left, or this one
+        is leaving."""
+        self._left_round = False
         deadline = time.monotonic() + (self.averaging_timeout or 0.0)
         while not control.done() and time.monotonic() < deadline:
             # A failed round ("could not find a group") is hivemind's to handle just after: local
             # gradients, then re-synchronization. Only how long to wait is decided here.
             with contextlib.suppress(Exception, concurrent.futures.TimeoutError):
                 control.result(timeout=_LEFT_ALONE_CHECK_SECONDS)
-            if not control.done() and not self._others_still_training():
+            if control.done():
+                break
+            if self.leaving():
+                logger.info("Leaving the averaging round: this peer is stopping")
+                self._left_round = True
+                control.cancel()
+            elif not self._others_still_training():
                 logger.info("Every other peer left during the averaging round: continuing alone")
                 control.cancel()
 
@@ -282,7 +297,7 @@ class CollaborativeOptimizer(OverlappedSteps):
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
             group |= set(gathered)
         self.step_averaged = control is None or bool(gathered)
-        if not self.step_averaged:
+        if not self.step_averaged and not self._left_round:
             self.failed_rounds += 1
             logger.warning(
                 "The averaging round of step %d failed: this step used this peer's gradients only; "

@@ -285,6 +285,8 @@ class Reporter(Callback):
         optimizer = self.strategy.hivemind_optimizer
         if optimizer is not None:
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
+            controls = self.controls
+            optimizer.leaving = lambda: controls.stop_requested or controls.pause_when == "now"
         self.on_hello(self.strategy)
         self._evaluate(pl_module, time.monotonic())
         self.totals.start_session()
