@@ -364,21 +364,30 @@ class HivemindStrategy(Strategy):
             return
         import hivemind
 
-        try:
-            # hivemind's DHT process sleeps 3 s after a request it could not unpickle, which happens at
-            # every shutdown (the averagers' last requests outlive their processes): do not wait for it.
-            self.dht = hivemind.DHT(
-                initial_peers=self._initial_peers, start=True, shutdown_timeout=1.0, **self._dht_kwargs
-            )
-        except Exception as e:
-            if self._initial_peers:
-                raise RuntimeError(
-                    f"Could not join through {', '.join(self._initial_peers)}: {e}. Check that the address "
-                    "was copied whole and that the peer printing it is still running and reachable."
-                ) from None
-            raise RuntimeError(
-                f"Could not start hivemind networking ({e}); check host_maddrs and announce_maddrs."
-            ) from None
+        attempts = _JOIN_ATTEMPTS if self._initial_peers else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                # hivemind's DHT process sleeps 3 s after a request it could not unpickle, which happens
+                # at every shutdown (the averagers' last requests outlive their processes): do not wait.
+                self.dht = hivemind.DHT(
+                    initial_peers=self._initial_peers, start=True, shutdown_timeout=1.0, **self._dht_kwargs
+                )
+                return
+            except Exception as e:
+                if not self._initial_peers:
+                    raise RuntimeError(
+                        f"Could not start hivemind networking ({e}); check host_maddrs and announce_maddrs."
+                    ) from None
+                if attempt == attempts:
+                    raise RuntimeError(
+                        f"Could not join through {', '.join(self._initial_peers)}: {e}. Check that the "
+                        "address was copied whole and that the peer printing it is still running and "
+                        "reachable."
+                    ) from None
+                # On a busy machine the peer's check that it can reach this one back (3 s) times out:
+                # "can't access this node". A moment later it usually can.
+                log.warning("Joining failed (%s); trying again (%d of %d)", e, attempt + 1, attempts)
+                time.sleep(_JOIN_RETRY_SECONDS * attempt)
 
     def _check_optimizers(self) -> None:
         if len(self.optimizers) != 1:
@@ -481,6 +490,9 @@ class HivemindStrategy(Strategy):
         module.optimizer_zero_grad = keep_accumulating  # type: ignore[method-assign]
 
 
+#: Tries at joining the DHT through initial_peers, and the pause before the second (then twice that).
+_JOIN_ATTEMPTS = 3
+_JOIN_RETRY_SECONDS = 1.0
 #: How long a joining peer waits to see another peer's progress before it trains alone.
 _JOIN_PROGRESS_WAIT = 10.0
 _JOIN_PROGRESS_RETRY = 0.5
