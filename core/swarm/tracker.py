@@ -122,11 +122,13 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
                     pending = True
                     continue
                 pending = False
-                last_time, last_epoch, last_samples = now, progress.epoch, progress.samples_accumulated
                 if self._active_epoch < self.global_epoch - 1:
                     # As hivemind does: a peer that has trained nothing for a while (just started,
                     # downloading the state) is not announced, so nobody waits for it in a round.
+                    # Nothing went out, so the report of its first batch is urgent.
+                    last_time, last_epoch = now, None
                     continue
+                last_time, last_epoch, last_samples = now, progress.epoch, progress.samples_accumulated
                 store = asyncio.create_task(
                     asyncio.wait_for(
                         self.dht.store(
