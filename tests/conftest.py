@@ -47,13 +47,33 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+# Every process this test process starts inherits it, p2pd daemons included: the leak check tells
+# our own orphaned daemons from those of another test process (xdist) or of a run beside the suite.
+SESSION_VARIABLE = "HIVELING_TEST_SESSION"
+SESSION_MARK = f"{SESSION_VARIABLE}={os.getpid()}".encode()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[SESSION_VARIABLE] = str(os.getpid())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist (``-n 2 --dist loadgroup``), tests that run swarms or time real peers share one queue:
+    one swarm at a time beside the quick tests, never two swarms fighting over the cores."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("timed"):
+            item.add_marker(pytest.mark.xdist_group("swarms"))
+
+
 def p2pd_processes() -> set[int]:
-    """Every p2pd daemon on the machine (an orphaned one is no longer our descendant)."""
+    """This test process's p2pd daemons, orphaned ones included (they are no longer our descendants)."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "p2pd":
+                if (entry / "comm").read_text().strip() == "p2pd" and SESSION_MARK + b"\0" in (
+                    (entry / "environ").read_bytes() + b"\0"
+                ):
                     pids.add(int(entry.name))
             except OSError:
                 continue

@@ -59,5 +59,10 @@ def test_peers_joining_through_a_node_that_does_not_train_step_together(
     first, second = (peer.steps() for peer in peers)
     together = [s for s in set(first) & set(second) if first[s]["peers"] >= 2 and second[s]["peers"] >= 2]
     assert together, "the two peers took at least one collaborative step together"
-    step = max(together)
-    assert max_difference(first[step]["params"], second[step]["params"]) < 1e-6
+    # A round that failed (say, the other peer stopping meanwhile) leaves an update of local gradients,
+    # which the peers' next step corrects; the last step they both averaged must leave them identical.
+    averaged = [s for s in together if first[s]["averaged"] and second[s]["averaged"]]
+    assert averaged, ("no step both peers averaged", [peer.process.tail() for peer in peers])
+    step = max(averaged)
+    difference = max_difference(first[step]["params"], second[step]["params"])
+    assert difference < 1e-6, (step, difference, [peer.process.tail() for peer in peers])

@@ -158,6 +158,9 @@ def run_peer(config: PeerConfig) -> None:
                     "scheduler_steps": None if scheduler is None else int(scheduler._step_count),
                     "peers": int(optimizer.tracker.global_progress.num_peers),
                     "overlapped": int(getattr(optimizer, "overlapped_updates", 0)),
+                    # False after a failed round: this update holds this peer's gradients only.
+                    "averaged": bool(getattr(optimizer, "step_averaged", True)),
+                    "failed_rounds": int(getattr(optimizer, "failed_rounds", 0)),
                     "loss": self.last_loss,
                 }
             )
