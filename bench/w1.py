@@ -50,6 +50,8 @@ def run_peer(args: argparse.Namespace) -> None:
     )
     snapshots: dict[int, Any] = {}
     step_times: dict[int, float] = {}
+    averaged: dict[int, bool] = {}  # False: the step's round failed and it used local gradients
+    failed_rounds = [0]
     blocked: list[tuple[float, float]] = []
     options = json.loads(args.options)
 
@@ -67,6 +69,8 @@ def run_peer(args: argparse.Namespace) -> None:
                 )
                 snapshots[epoch] = flat.numpy().copy()
                 step_times[epoch] = time.time()
+                averaged[epoch] = bool(getattr(hm, "step_averaged", True))
+                failed_rounds[0] = int(getattr(hm, "failed_rounds", 0))
                 if epoch >= 1 and not started.exists():
                     started.write_text(str(epoch))
 
@@ -122,7 +126,16 @@ def run_peer(args: argparse.Namespace) -> None:
     out = Path(args.out)
     np.savez(out.with_suffix(".npz"), **{str(k): v for k, v in snapshots.items()})
     out.write_text(
-        json.dumps({"ends": clock.ends, "sizes": clock.sizes, "step_times": step_times, "blocked": blocked})
+        json.dumps(
+            {
+                "ends": clock.ends,
+                "sizes": clock.sizes,
+                "step_times": step_times,
+                "blocked": blocked,
+                "averaged": averaged,
+                "failed_rounds": failed_rounds[0],
+            }
+        )
     )
 
 
@@ -231,6 +244,16 @@ def measure(
         result["collaborative_steps"] = len(common)
         result["max_param_diff_after_join"] = max(settled) if settled else None
         result["steps_differing_over_1e-6_after_join"] = sum(d > 1e-6 for d in settled)
+        # A failed round may leave its step apart (local gradients); the next step must agree again.
+        steps_both_took = {int(k) for k in common}
+        failed = {int(k) for r in records for k, ok in r["averaged"].items() if not ok} & steps_both_took
+        result["failed_rounds"] = [r["failed_rounds"] for r in records]
+        result["steps_with_a_failed_round"] = sorted(failed)
+        result["steps_differing_over_1e-6_not_after_a_failure"] = [
+            int(k)
+            for k, d in zip(common[JOIN_STEPS:], settled, strict=True)
+            if d > 1e-6 and int(k) not in failed
+        ]
         in_window = [[(b, e) for b, e in r["blocked"] if start <= b and e <= stop] for r in records]
         blocked_s = [sum(e - b for b, e in spans) for spans in in_window]
         # Share of each peer's time spent waiting in the collaborative step (averaging, optimizer step)

@@ -81,6 +81,8 @@ def describe_event(event: Event) -> str | None:
         )
     if kind == "log" and event.get("level") in ("warning", "error"):
         return f"Warning: {event.get('message')}"
+    if kind == "log" and event.get("topic") == "host":  # the host is back: as visible as its going
+        return str(event.get("message"))
     return None
 
 

@@ -307,6 +307,18 @@ class CollaborativeOptimizer(OverlappedSteps):
             )
         expected = set(self.tracker.active_peer_ids) | group
         keep, why = keeps_its_state(me, gathered, expected)
+        if gathered and isinstance(self.tracker, SelfCountingTracker):
+            # Groups are meant to hold the whole swarm: whoever has a record but did not come is gone
+            # (killed, cut off) or late; either way, the next rounds do not wait for it.
+            missing = set(self.tracker.known_peer_ids) - group
+            if missing:
+                logger.info(
+                    "%d peer(s) did not join the averaging round of step %d: not waited for until they "
+                    "report again",
+                    len(missing),
+                    int(self.local_epoch),
+                )
+                self.tracker.mark_absent(missing)
         if not keep:
             logger.info("%s: downloading their state", why)
         self._resync_needed = not keep

@@ -4,6 +4,7 @@ at a pace the DHT can bear."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
@@ -27,10 +28,41 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
     #: The swarm's samples per second at the last fetch, every peer's report included.
     swarm_samples_per_second = 0.0
 
+    #: Every peer with a record at the last fetch (absent ones left out), this one included.
+    known_peer_ids: frozenset[bytes] = frozenset()
+
     def __init__(self, *args: Any, report_period: float = DEFAULT_REPORT_PERIOD, **kwargs: Any) -> None:
         self.report_period = report_period  # before super(): it starts the reporting thread
         self._active_epoch = -float("inf")  # the global epoch when this peer last had samples
+        self._absent: dict[bytes, float] = {}
+        self._record_times: dict[bytes, float] = {}
         super().__init__(*args, **kwargs)
+
+    def mark_absent(self, peers: Iterable[bytes]) -> None:
+        """Leave ``peers`` out of the swarm until they report again: an averaging round expected them
+        and they did not come.
+
+        A peer killed without a word keeps its record on the DHT until the record expires (a minute);
+        counted meanwhile, it makes every round wait the whole matchmaking time for it and the tray
+        show a peer that is gone. Its next report (a peer that was only late) brings it back.
+        """
+        times = dict(self._record_times)
+        for peer in peers:
+            self._absent[peer] = times.get(peer, get_dht_time())
+
+    def record_age(self, peer: bytes) -> float | None:
+        """Seconds since ``peer`` last reported, by the records of the last fetch (None: it has none)."""
+        reported = self._record_times.get(peer)
+        return None if reported is None else get_dht_time() - reported
+
+    def _present(self, stamp: tuple[bytes, float] | None) -> bool:
+        marked = None if stamp is None else self._absent.get(stamp[0])
+        if stamp is None or marked is None:
+            return True
+        if stamp[1] > marked:
+            self._absent.pop(stamp[0], None)  # it reported since: back in the swarm
+            return True
+        return False
 
     def report_local_progress(self, local_epoch: int, samples_accumulated: int, **kwargs: Any) -> None:
         if samples_accumulated > 0:  # every batch, not only when a (throttled) report goes out
@@ -42,6 +74,10 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         records[self._local_public_key] = ValueWithExpiration(
             self.local_progress.dict(), get_dht_time() + self.metadata_expiration
         )
+        stamps = {key: _peer_and_time(record) for key, record in records.items()}
+        self._record_times = {stamp[0]: stamp[1] for stamp in stamps.values() if stamp is not None}
+        records = {key: record for key, record in records.items() if self._present(stamps[key])}
+        self.known_peer_ids = frozenset(stamp[0] for key, stamp in stamps.items() if stamp and key in records)
         progress = super()._parse_swarm_progress_data(records)
         now = get_dht_time()
         active = set()
@@ -172,3 +208,11 @@ def _forget(stores: set[asyncio.Task[Any]]) -> Any:
             task.exception()
 
     return done
+
+
+def _peer_and_time(record: Any) -> tuple[bytes, float] | None:
+    """The peer a progress record is from and when it reported (None for a malformed record)."""
+    value = getattr(record, "value", None)
+    if not isinstance(value, dict) or "peer_id" not in value:
+        return None
+    return bytes(value["peer_id"]), float(value.get("time", 0.0))

@@ -34,6 +34,7 @@ from hiveling.core.worker.events import (
     encode,
     make_event,
 )
+from hiveling.core.worker.hostwatch import host_peer_ids
 from hiveling.core.worker.identity import IdentityInUse, IdentityLock, ensure_identity
 from hiveling.core.worker.session import Controls, SessionConfig, Totals, run_session
 
@@ -169,6 +170,7 @@ class Worker:
             # The identity lock already proves that no other worker here uses this identity, and asking
             # the swarm would refuse a restarted worker whose previous connection peers still remember.
             strategy_options={"check_if_identity_free": False, **json.loads(self.args.options)},
+            watch_host=[] if self.args.role == "host" else host_peer_ids(spec.peers),
         )
 
         def hello(strategy: Any) -> None:

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from hiveling.core.run import RunSpec
 from hiveling.core.swarm.collaboration import StepRate
 from hiveling.core.worker.events import Event, make_event
+from hiveling.core.worker.hostwatch import HostWatch
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -86,6 +87,8 @@ class SessionConfig:
     progress_interval: float = 2.0
     evaluate_interval: float = 10.0  # seconds between held-out evaluations, where the recipe has one
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    #: The host's peer ids, for a volunteer to notice when the host stops answering (empty: the host).
+    watch_host: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -288,10 +291,36 @@ class Reporter(Callback):
             controls = self.controls
             optimizer.leaving = lambda: controls.stop_requested or controls.pause_when == "now"
         self.on_hello(self.strategy)
+        self._watch_host()
         self._evaluate(pl_module, time.monotonic())
         self.totals.start_session()
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
+
+    host_watch: HostWatch | None = None
+
+    def _watch_host(self) -> None:
+        from hivemind.p2p import PeerID
+
+        from hiveling.core.swarm.tracker import SelfCountingTracker
+
+        tracker = getattr(self.strategy.hivemind_optimizer, "tracker", None)
+        dht = self.strategy.dht
+        if not self.config.watch_host or dht is None or not isinstance(tracker, SelfCountingTracker):
+            return
+        left_out = {PeerID.from_base58(peer).to_bytes() for peer in self.config.watch_host}
+        left_out.add(dht.peer_id.to_bytes())
+
+        def other_volunteers() -> int:
+            return len(set(tracker.known_peer_ids) - left_out)
+
+        watch = HostWatch(self.config.watch_host, dht, tracker.record_age, other_volunteers, self.emit)
+        self.host_watch = watch
+        watch.start()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.host_watch is not None:
+            self.host_watch.stop()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -412,4 +441,5 @@ class Reporter(Callback):
             total_samples=self.totals.total_samples,
             total_seconds=round(self.totals.total_seconds, 1),
             batch_size=self.config.batch_size,
+            **({} if self.host_watch is None else {"host_answers": self.host_watch.host_answers}),
         )

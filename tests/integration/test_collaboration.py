@@ -61,7 +61,7 @@ def test_joining_through_a_list_and_the_schedule_steps_once_per_collaborative_st
     # delay_optimizer_step makes hivemind re-create the optimizer: the schedule must follow it.
     options = {"delay_optimizer_step": True, "offload_optimizer": True}
     config = PeerConfig(run_id=run_id, steps=25, scheduler=True, strategy=options)
-    first = start_peer(config)
+    first = start_peer(PeerConfig(**{**config.__dict__, "wait_for_peers": 2}))
     second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": [first.address()]}))
     assert [first.finish(), second.finish()] == [0, 0]
     for peer in (first, second):
@@ -80,7 +80,7 @@ def test_averaging_overlaps_the_next_batches_and_peers_still_take_identical_step
 ) -> None:
     options = {"overlap_averaging": overlap}
     config = PeerConfig(run_id=run_id, steps=30, linger_steps=LINGER, scheduler=True, strategy=options)
-    first = start_peer(config)
+    first = start_peer(PeerConfig(**{**config.__dict__, "wait_for_peers": 2}))
     second = start_peer(PeerConfig(**{**config.__dict__, "data_seed": 2, "initial_peers": first.address()}))
     assert [first.finish(), second.finish()] == [0, 0]
     a, b = first.steps(), second.steps()

@@ -105,7 +105,8 @@ def test_an_exception_inside_the_lab_kills_its_processes_and_removes_it() -> Non
 
 LAB_IN_A_CHILD = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (xdist's workers ignore it)
     sys.path.insert(0, sys.argv[1])
     from bench import netlab
     try:

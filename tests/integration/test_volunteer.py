@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -430,3 +431,59 @@ def test_a_host_with_a_last_step_ends_the_run_there(tmp_path: Path) -> None:
         assert host.wait(timeout=60) == 0, host.tail()
     finally:
         host.stop()
+
+
+def kill_tree(pid: int) -> None:
+    """kill -9 of a process and all its descendants at once, as when a machine loses power."""
+    from tests.conftest import descendants
+
+    for victim in {pid, *descendants(pid)}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def test_a_volunteer_killed_without_a_word_is_not_counted_or_waited_for(
+    host: tuple[Cli, str], tmp_path: Path
+) -> None:
+    cli, invite = host
+    volunteers = [
+        Cli(["--headless", "--invite", invite, "--json", "--batch-size", "32", "--cpu-threads", "1",
+             "--listen", LOOPBACK[0], "--progress-interval", "0.5"], tmp_path / name)
+        for name in ("first", "second")
+    ]  # fmt: skip
+    try:
+        everyone = cli.wait_for(lambda e: progress(e) and e["peers"] == 3, timeout=180)
+        kill_tree(volunteers[0].proc.pid)
+        mark = len(cli.events)
+        # Its record stays on the DHT for a minute; the first round without it tells the others.
+        fewer = cli.wait_for(lambda e: progress(e) and e["peers"] == 2, timeout=60, after=mark)
+        assert fewer["step"] > everyone["step"]
+        later = cli.wait_for(lambda e: progress(e) and e["step"] >= fewer["step"] + 3, timeout=60, after=mark)
+        assert later["peers"] == 2, "the dead volunteer is not counted again"
+    finally:
+        for volunteer in volunteers:
+            volunteer.stop()
+
+
+def test_a_lone_volunteer_says_when_the_host_is_gone_and_waits(tmp_path: Path) -> None:
+    cli, invite = start_local_host(tmp_path / "host")
+    volunteer = Cli(
+        ["--headless", "--invite", invite, "--batch-size", "32", "--cpu-threads", "1",
+         "--listen", LOOPBACK[0]],
+        tmp_path / "volunteer",
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: any("Joined as peer" in line for line in volunteer.lines), timeout=180), (
+            volunteer.tail()
+        )
+        kill_tree(cli.proc.pid)
+        cli.wait()
+        assert wait_until(lambda: any("The host is not answering" in line for line in volunteer.lines), 30), (
+            volunteer.tail()
+        )
+        said = next(line for line in volunteer.lines if "The host is not answering" in line)
+        assert "waits for the host or other volunteers" in said, said
+        assert volunteer.proc.poll() is None, "the volunteer keeps its work and waits"
+    finally:
+        volunteer.stop()
+        cli.stop()

@@ -50,6 +50,9 @@ class PeerConfig:
     grad_compression: str | None = None
     perturb_at_step: int | None = None
     nan_after_batches: int | None = None  # from then on every loss is NaN: a user's bug, a bad shard
+    # Train only once this many peers are in the collaboration (or 120 s have passed): a test whose
+    # second peer starts slowly on a loaded machine must not find the first one finished already.
+    wait_for_peers: int = 1
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -140,6 +143,9 @@ def run_peer(config: PeerConfig) -> None:
                 }
             )
             optimizer.opt.register_step_post_hook(self.on_optimizer_step)
+            deadline = time.monotonic() + 120
+            while optimizer.num_peers < config.wait_for_peers and time.monotonic() < deadline:
+                time.sleep(0.1)  # the tracker fetches the swarm's progress in the background
 
         def on_optimizer_step(self, opt: torch.optim.Optimizer, *_: Any) -> None:
             optimizer = strategy.hivemind_optimizer
