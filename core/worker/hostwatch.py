@@ -38,7 +38,7 @@ async def _answers(peer: Any, _dht: Any, node: Any) -> bool:
 
 class HostWatch:
     """Checks every second whether the host reports or answers a ping; tells the volunteer (a log event
-    and the ``host`` field of progress events) when that changes."""
+    and the ``host_answers`` field of progress events) when that changes."""
 
     def __init__(
         self,

@@ -7,7 +7,10 @@ import inspect
 
 import pytest
 from hivemind.averaging.averager import DecentralizedAverager
+from hivemind.averaging.control import StepControl
 from hivemind.averaging.matchmaking import Matchmaking
+from hivemind.averaging.partition import TensorPartContainer
+from hivemind.dht.protocol import DHTProtocol
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.optimizer import Optimizer
 from hivemind.optim.progress_tracker import ProgressTracker
@@ -40,6 +43,9 @@ METHODS = [
     (TrainingStateAverager, "get_current_state", ["self"]),
     (GradientAverager, "schedule_step", ["self", "scheduled_time", "kwargs"]),
     (GradientAverager, "load_accumulators_into_averager_", ["self"]),
+    (DecentralizedAverager, "_step", ["self", "step", "future_for_init"]),
+    (DecentralizedAverager, "_aggregate_with_group", ["self", "group_info", "min_vector_size", "kwargs"]),
+    (DHTProtocol, "call_ping", ["self", "peer", "validate", "strict"]),
 ]
 
 # Attributes (set in __init__ or in a method): found in the class's source.
@@ -52,6 +58,10 @@ ATTRIBUTES = [
     (DecentralizedAverager, "self._outer_pipe"),
     (DecentralizedAverager, "self._matchmaking"),
     (Matchmaking, "self.target_group_size"),
+    (DecentralizedAverager, "self._running_groups"),
+    (TensorPartContainer, "self.failed_size"),
+    (TensorPartContainer, "self.total_size"),
+    (StepControl, "self._allow_retries"),
 ]
 
 
