@@ -114,7 +114,7 @@ LAB_IN_A_CHILD = textwrap.dedent(
             node = lab.add_node("a", up_mbit=10, down_mbit=10)
             sleeper = node.start(["sleep", "600"])
             print(sleeper.pid, flush=True)
-            time.sleep(600)
+            time.sleep(600)  # holds the lab open until the test stops this process
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the lab's teardown
         sys.exit(130)
     """
