@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
     from hivemind.compression import CompressionBase
 
+    from hiveling.core.swarm.localsteps import LocalStepsOptimizer
+
 log = logging.getLogger(__name__)
 
 TARGET_BATCH_SIZE_ENV = "TARGET_BATCH_SIZE"
@@ -72,7 +74,8 @@ class HivemindStrategy(Strategy):
             early once every known peer has joined, so this is an upper bound; raise it if you see
             "Proceeding with local gradients" often over slow networks.
         averaging_timeout: Seconds before an averaging round is abandoned (the peer then uses local
-            gradients for that step and re-synchronizes from peers).
+            gradients for that step and re-synchronizes from peers). Default: 30, and 600 in the
+            low-communication mode, whose rounds carry the whole model over home links.
         averager_opts: Extra keyword arguments for hivemind's averagers (e.g. ``request_timeout``).
         tracker_opts: Extra keyword arguments for hivemind's progress tracker.
         delay_state_averaging: Average parameters in the background. Defaults to
@@ -99,6 +102,17 @@ class HivemindStrategy(Strategy):
             against slow numerical drift. Peers whose gradient round left them out of the majority
             already re-synchronize by downloading the majority's state.
         load_state_timeout: Seconds to wait for another peer's state when catching up.
+        local_steps: Turns on the low-communication mode (DiLoCo): each peer steps its own optimizer
+            after every batch, and about every ``local_steps`` batches the peers average the change
+            of their parameters, in the background while training goes on, and apply it with an
+            outer optimizer (SGD with Nesterov momentum). Choose it when averaging the model takes
+            longer than a few batches: home links, models past a few million parameters. Use AdamW
+            as your optimizer (the published recipes do); ``target_batch_size`` is not needed. See
+            ``LocalStepsOptimizer`` for how the late update is folded in.
+        outer_lr: The outer optimizer's learning rate (low-communication mode).
+        outer_momentum: The outer optimizer's Nesterov momentum (low-communication mode).
+        delta_compression: How parameter changes travel in the low-communication mode; fp16 when
+            omitted (``hivemind.NoCompression()`` for fp32).
         verbose: Log hivemind's progress messages at INFO.
     """
 
@@ -119,7 +133,7 @@ class HivemindStrategy(Strategy):
         check_if_identity_free: bool = True,
         client_mode: bool = False,
         matchmaking_time: float = 5.0,
-        averaging_timeout: float = 30.0,
+        averaging_timeout: float | None = None,
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
         delay_state_averaging: bool | None = None,
@@ -133,6 +147,10 @@ class HivemindStrategy(Strategy):
         state_averaging_compression: CompressionBase | None = None,
         average_state_every: int = 100,
         load_state_timeout: float = 600.0,
+        local_steps: int | None = None,
+        outer_lr: float = 0.7,
+        outer_momentum: float = 0.9,
+        delta_compression: CompressionBase | None = None,
         verbose: bool = False,
         accelerator: pl.accelerators.Accelerator | None = None,
         precision_plugin: pl.plugins.Precision | None = None,
@@ -143,6 +161,24 @@ class HivemindStrategy(Strategy):
                 "Install WSL2 (`wsl --install` in an administrator PowerShell) and train inside it."
             )
         super().__init__(accelerator=accelerator, precision_plugin=precision_plugin)
+        if local_steps is not None:
+            _check_local_steps_options(
+                local_steps,
+                overlap_averaging=overlap_averaging,
+                delay_optimizer_step=delay_optimizer_step,
+                delay_grad_averaging=delay_grad_averaging,
+                delay_state_averaging=bool(delay_state_averaging),
+                offload_optimizer=offload_optimizer,
+                reuse_grad_buffers=reuse_grad_buffers,
+                use_local_updates=use_local_updates,
+                grad_compression=grad_compression is not None,
+            )
+            if target_batch_size is None and os.environ.get(TARGET_BATCH_SIZE_ENV) is None:
+                target_batch_size = 1  # unused: exchanges follow local_steps
+        self._local_steps = local_steps
+        self._outer_kwargs: dict[str, Any] = dict(
+            outer_lr=outer_lr, outer_momentum=outer_momentum, compression=delta_compression
+        )
         self._target_batch_size = _resolve_target_batch_size(target_batch_size)
         if batch_size is not None and batch_size <= 0:
             raise ValueError(f"batch_size must be a positive number of samples, got {batch_size}")
@@ -174,7 +210,7 @@ class HivemindStrategy(Strategy):
         )
         self._optimizer_kwargs: dict[str, Any] = dict(
             matchmaking_time=matchmaking_time,
-            averaging_timeout=averaging_timeout,
+            averaging_timeout=averaging_timeout or (30.0 if local_steps is None else 600.0),
             load_state_timeout=load_state_timeout,
             delay_state_averaging=delay_state_averaging,
             overlap_averaging=overlap_averaging,
@@ -201,7 +237,7 @@ class HivemindStrategy(Strategy):
         self.local_rank = 0
         self.world_size = 1
         self.dht: hivemind.DHT | None = None
-        self._hivemind_optimizer: hivemind.Optimizer | None = None
+        self._hivemind_optimizer: hivemind.Optimizer | LocalStepsOptimizer | None = None
         self._current_batch_size: int | None = None
         self._synchronized = False
         self._announced = False
@@ -213,8 +249,14 @@ class HivemindStrategy(Strategy):
         return self._target_batch_size
 
     @property
-    def hivemind_optimizer(self) -> hivemind.Optimizer | None:
-        """The ``hivemind.Optimizer`` wrapping your optimizer, once training has been set up."""
+    def local_steps(self) -> int | None:
+        """Local steps between exchanges in the low-communication mode; None in the synchronous one."""
+        return self._local_steps
+
+    @property
+    def hivemind_optimizer(self) -> hivemind.Optimizer | LocalStepsOptimizer | None:
+        """The optimizer wrapping yours once training has been set up: a ``hivemind.Optimizer``, or in
+        the low-communication mode a ``LocalStepsOptimizer``."""
         return self._hivemind_optimizer
 
     @property
@@ -288,7 +330,10 @@ class HivemindStrategy(Strategy):
         if trainer.state.fn != "fit":
             return
         self._check_optimizers()
-        self._wrap_optimizer()
+        if self._local_steps is not None:
+            self._wrap_for_local_steps(self._local_steps)
+        else:
+            self._wrap_optimizer()
         if self._optimizer_kwargs["reuse_grad_buffers"]:
             self._disable_zero_grad()
         callbacks = trainer.callbacks  # type: ignore[attr-defined]
@@ -441,6 +486,27 @@ class HivemindStrategy(Strategy):
         for config in self.lr_scheduler_configs:
             config.scheduler = CollaborativeScheduler(config.scheduler)  # type: ignore[assignment]
 
+    def _wrap_for_local_steps(self, local_steps: int) -> None:
+        from hiveling.core.swarm.localsteps import LocalStepsOptimizer
+
+        assert self.dht is not None, "setup_environment() starts the DHT before setup()"
+        kwargs = self._optimizer_kwargs
+        self._hivemind_optimizer = LocalStepsOptimizer(
+            dht=self.dht,
+            run_id=self.run_id,
+            optimizer=self.optimizers[0],
+            local_steps=local_steps,
+            batch_size_per_step=self._batch_size,
+            matchmaking_time=kwargs["matchmaking_time"],
+            averaging_timeout=kwargs["averaging_timeout"],
+            load_state_timeout=kwargs["load_state_timeout"],
+            client_mode=kwargs["client_mode"],
+            averager_opts=kwargs["averager_opts"],
+            tracker_opts=kwargs["tracker_opts"],
+            **self._outer_kwargs,
+        )
+        self.optimizers = [self._hivemind_optimizer]
+
     def _catch_up_with_peers(self) -> None:
         """Start from the collaboration's state rather than a fresh initialization, if one exists."""
         optimizer = self._hivemind_optimizer
@@ -496,6 +562,17 @@ _JOIN_RETRY_SECONDS = 1.0
 #: How long a joining peer waits to see another peer's progress before it trains alone.
 _JOIN_PROGRESS_WAIT = 10.0
 _JOIN_PROGRESS_RETRY = 0.5
+
+
+def _check_local_steps_options(local_steps: int, **synchronous_only: bool) -> None:
+    if local_steps < 1:
+        raise MisconfigurationException(f"local_steps must be at least 1, got {local_steps}")
+    chosen = [name for name, value in synchronous_only.items() if value]
+    if chosen:
+        raise MisconfigurationException(
+            f"local_steps (the low-communication mode) averages parameter changes, not gradients: "
+            f"drop {', '.join(chosen)}, which only apply to the synchronous mode"
+        )
 
 
 def _resolve_target_batch_size(value: int | None) -> int:

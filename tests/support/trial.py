@@ -142,7 +142,10 @@ def run_peer(config: PeerConfig) -> None:
                     "time": time.time(),
                 }
             )
-            optimizer.opt.register_step_post_hook(self.on_optimizer_step)
+            if hasattr(optimizer, "outer_params"):  # the low-communication mode: report outer steps
+                optimizer.on_outer_step = self.on_outer_step
+            else:
+                optimizer.opt.register_step_post_hook(self.on_optimizer_step)
             deadline = time.monotonic() + 120
             while optimizer.num_peers < config.wait_for_peers and time.monotonic() < deadline:
                 time.sleep(0.1)  # the tracker fetches the swarm's progress in the background
@@ -167,6 +170,23 @@ def run_peer(config: PeerConfig) -> None:
                     # False after a failed round: this update holds this peer's gradients only.
                     "averaged": bool(getattr(optimizer, "step_averaged", True)),
                     "failed_rounds": int(getattr(optimizer, "failed_rounds", 0)),
+                    "loss": self.last_loss,
+                }
+            )
+
+        def on_outer_step(self, outer: list[torch.Tensor]) -> None:
+            optimizer = strategy.hivemind_optimizer
+            if optimizer is None:
+                return
+            emit(
+                {
+                    "type": "step",
+                    "step": int(optimizer.local_epoch),
+                    "params": torch.cat([t.reshape(-1) for t in outer]).tolist(),
+                    "peers": int(optimizer.tracker.global_progress.num_peers),
+                    "averaged": bool(optimizer.step_averaged),
+                    "failed_rounds": int(optimizer.failed_rounds),
+                    "waited": round(float(getattr(optimizer, "waited_seconds", 0.0)), 3),
                     "loss": self.last_loss,
                 }
             )
