@@ -36,7 +36,10 @@ class SameResultRunner(AllReduceRunner):  # type: ignore[misc]
     def _as_received(self, values: torch.Tensor) -> torch.Tensor:
         """``values`` as the other peers receive them: once through the round's compression."""
         compression = self.tensor_part_container.compression
-        return deserialize_torch_tensor(compression.compress(values, CompressionInfo.from_tensor(values)))
+        received: torch.Tensor = deserialize_torch_tensor(
+            compression.compress(values, CompressionInfo.from_tensor(values))
+        )
+        return received
 
     async def _communicate_with_peer(self, peer_id: Any) -> None:
         if peer_id != self.peer_id:
@@ -48,7 +51,8 @@ class SameResultRunner(AllReduceRunner):  # type: ignore[misc]
             averaged = await self.tensor_part_reducer.accumulate_part(
                 sender_index, part_index, part, weight=self.weight
             )
-            self.tensor_part_container.register_processed_part(peer_index, part_index, self._as_received(averaged))
+            received = self._as_received(averaged)
+            self.tensor_part_container.register_processed_part(peer_index, part_index, received)
 
     async def _accumulate_parts_streaming(
         self, stream: AsyncIterator[Any], sender_index: int
@@ -57,7 +61,7 @@ class SameResultRunner(AllReduceRunner):  # type: ignore[misc]
         loop = asyncio.get_event_loop()
         try:
             async for part, weight, compression in amap_in_executor(
-                lambda msg: (deserialize_torch_tensor(msg.tensor_part), msg.weight, msg.tensor_part.compression),
+                _unpack_part,
                 stream,
                 max_prefetch=self.tensor_part_container.prefetch,
             ):
@@ -74,6 +78,10 @@ class SameResultRunner(AllReduceRunner):  # type: ignore[misc]
         finally:
             if part_index != self.tensor_part_reducer.num_parts:
                 await self._ban_sender(self.sender_peer_ids[sender_index])
+
+
+def _unpack_part(message: Any) -> tuple[torch.Tensor, float, Any]:
+    return deserialize_torch_tensor(message.tensor_part), message.weight, message.tensor_part.compression
 
 
 class DeltaAverager(WholeRounds, GroupSizeMixin, DecentralizedAverager):  # type: ignore[misc]

@@ -243,7 +243,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         if self._round is None and self._download is None and self._resync_needed:
             self._resync_needed = False
             if self.num_peers > 1:
-                self._download = self.averager.load_state_from_peers(wait=False, timeout=self.load_state_timeout)
+                self._start_download()
 
     def _skip_batch(self) -> None:
         self.skipped_batches += 1
@@ -291,7 +291,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         if behind and self.num_peers > 1:
             # The swarm has applied a step this peer did not (a newcomer, a failed round): catch up
             # first, so that this peer's change is measured from the same outer parameters as theirs.
-            self._download = self.averager.load_state_from_peers(wait=False, timeout=self.load_state_timeout)
+            self._start_download()
             self._wait_for(self._download)
             self._finish_download()
         with torch.no_grad(), self.averager.get_tensors() as buffers:
@@ -335,7 +335,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
     def _finish_exchange(self) -> None:
         control, self._round = self._round, None
         sent, self._sent = self._sent, None
-        assert control is not None and sent is not None
+        assert control is not None
+        assert sent is not None
         gathered: dict[bytes, Any] = {}
         if not control.cancelled() and control.exception() is None and control.result() is not None:
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
@@ -422,9 +423,12 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         if self._round is not None:
             self._wait_for(self._round)
             self._finish_exchange()
-        self._download = self.averager.load_state_from_peers(wait=False, timeout=self.load_state_timeout)
+        self._start_download()
         self._wait_for(self._download)
         self._finish_download()
+
+    def _start_download(self) -> None:
+        self._download = self.averager.load_state_from_peers(wait=False, timeout=self.load_state_timeout)
 
     def _finish_download(self) -> None:
         download, self._download = self._download, None
@@ -445,8 +449,9 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             return
         with torch.no_grad():
             with self._outer_lock:
-                shift = [new.float() - outer for new, outer in zip(tensors[:count], self.outer_params, strict=True)]
+                shift = []
                 for outer, new in zip(self.outer_params, tensors[:count], strict=True):
+                    shift.append(new.float() - outer)
                     outer.copy_(new)
                 for outer, momentum in zip(self.outer_params, tensors[count:], strict=True):
                     self.outer_optimizer.state[outer]["momentum_buffer"].copy_(momentum)
