@@ -54,6 +54,8 @@ class Progress:
     loss: float | None = None
     session_samples: int | None = None
     total_samples: int | None = None
+    #: The low-communication mode's local steps between exchanges; None: synchronous steps.
+    local_steps: int | None = None
 
 
 @dataclass
@@ -254,6 +256,7 @@ class AppState:
             loss=_number(event.get("loss")),
             session_samples=_integer(event.get("session_samples")),
             total_samples=_integer(event.get("total_samples")),
+            local_steps=_integer(event.get("local_steps")) if event.get("mode") == "local" else None,
         )
         self.history.add(when, self.progress)
         self._changed()

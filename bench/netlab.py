@@ -167,6 +167,9 @@ class Node:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for process in self.processes:
+            if process.poll() is None:  # still entering the namespace: not in its list yet
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
 
@@ -285,6 +288,11 @@ class Lab:
         for node in self.nodes.values():
             _kill_namespace(node.namespace)
             for process in node.processes:
+                # One started a moment ago may not have entered the namespace yet (`ip netns exec` is
+                # still starting): the namespace's list of processes misses it, its own group does not.
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
         _kill_namespace(self.switch)

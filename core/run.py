@@ -17,6 +17,8 @@ class RunSpec:
     hparams: dict[str, Any] = field(default_factory=dict)
     peers: tuple[str, ...] = ()
     last_step: int | None = None  # the run ends at this collaborative step (None: when the host stops)
+    #: The low-communication mode's local steps between exchanges; None: the synchronous mode.
+    local_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "peers": list(self.peers)}
@@ -32,7 +34,15 @@ class RunSpec:
             hparams=dict(raw.get("hparams") or {}),
             peers=tuple(raw.get("peers") or ()),
             last_step=int(raw["last_step"]) if raw.get("last_step") else None,
+            local_steps=int(raw["local_steps"]) if raw.get("local_steps") else None,
         )
+
+    @property
+    def mode_words(self) -> str:
+        """How the peers train together, for people."""
+        if self.local_steps is None:
+            return "synchronous (every step averaged)"
+        return f"low-communication (an exchange every ~{self.local_steps} local steps)"
 
     @property
     def dht_prefix(self) -> str:

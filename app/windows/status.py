@@ -66,15 +66,22 @@ class StatusWindow(QWidget):
         header.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
         header.addLayout(words, 1)
 
+        self.mode = QLabel()
         self.step = QLabel()
         self.gathered = QLabel()
+        self.gathered_name = QLabel("Next step")
         self.eta = QLabel()
         run_box = QGroupBox("The run")
         run_grid = QGridLayout(run_box)
         for row, (name, value) in enumerate(
-            (("Collaborative step", self.step), ("Next step", self.gathered), ("Expected in", self.eta))
+            (
+                (QLabel("Mode"), self.mode),
+                (QLabel("Collaborative step"), self.step),
+                (self.gathered_name, self.gathered),
+                (QLabel("Expected in"), self.eta),
+            )
         ):
-            run_grid.addWidget(QLabel(name), row, 0)
+            run_grid.addWidget(name, row, 0)
             run_grid.addWidget(value, row, 1)
         run_grid.setColumnStretch(1, 1)
 
@@ -159,6 +166,8 @@ class StatusWindow(QWidget):
         self.pause_button.setEnabled(menu.can_pause_now)
 
         p = state.progress
+        self.mode.setText(_mode_words(p.local_steps))
+        self.gathered_name.setText("Next step" if p.local_steps is None else "Next exchange")
         self.step.setText(f"{p.step:,}" if p.step is not None else "–")
         self.gathered.setText(_gathered_words(p.samples_accumulated, p.target_batch_size))
         training = state.worker == "training"
@@ -224,6 +233,12 @@ def _run_words(state: AppState) -> str:
     if state.progress.local_sps is not None and state.progress.collab_sps:
         words += f" · all computers together: {format_rate(state.progress.collab_sps)} samples/s"
     return words
+
+
+def _mode_words(local_steps: int | None) -> str:
+    if local_steps is None:
+        return "Synchronous: every step averaged with the other computers"
+    return f"Low-communication: an exchange with the others every ~{local_steps:,} local steps"
 
 
 def _gathered_words(accumulated: int | None, target: int | None) -> str:

@@ -68,6 +68,19 @@ def build_parser() -> Parser:
         type=int,
         help="end the run at this collaborative step (volunteers are told it finished)",
     )
+    host.add_argument(
+        "--mode",
+        choices=("sync", "local"),
+        help="how peers train together: sync averages gradients at every step (fast links); local "
+        "takes local steps and exchanges parameter changes in the background (home links, larger "
+        "models) (default: the recipe's)",
+    )
+    host.add_argument(
+        "--local-steps",
+        type=int,
+        help="in the local mode, about how many local steps each peer takes between exchanges "
+        "(default: the recipe's, else 100)",
+    )
     host.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     host.add_argument("--json", action="store_true", help="print events (and the invite) as JSON lines")
 
@@ -78,6 +91,12 @@ def build_parser() -> Parser:
     demo = sub.add_parser("demo", help="a host and two volunteers on this machine")
     demo.add_argument(
         "--seconds", type=float, default=120.0, help="how long to train, in seconds (default 120)"
+    )
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="stop early once the run reaches this collaborative step (default: no such limit)",
     )
     demo.add_argument("--recipe", default=None, help="default: the built-in glyph classifier")
     demo.add_argument(
@@ -152,7 +171,7 @@ def dispatch(args: argparse.Namespace) -> int:
         configure_logging(False)
         from hiveling.core.commands.demo import run_demo
 
-        return run_demo(seconds=args.seconds, recipe=args.recipe, chart=Path(args.chart))
+        return run_demo(seconds=args.seconds, recipe=args.recipe, chart=Path(args.chart), steps=args.steps)
     if args.command == "tray":
         return run_tray()
     if args.headless or args.invite is not None or args.invite_file is not None:

@@ -82,8 +82,14 @@ def agreement(members: list[Member]) -> tuple[int, float] | None:
 
 
 def run_demo(
-    seconds: float = 120.0, recipe: str | None = None, volunteers: int = 2, chart: Path | None = None
+    seconds: float = 120.0,
+    recipe: str | None = None,
+    volunteers: int = 2,
+    chart: Path | None = None,
+    steps: int | None = None,
 ) -> int:
+    """A host and ``volunteers`` on 127.0.0.1 train for ``seconds``, or until collaborative step ``steps``
+    when that comes first."""
     from hiveling.core.recipes.catalog import DEFAULT
 
     recipe = recipe or DEFAULT.name
@@ -129,7 +135,7 @@ def run_demo(
                 supervisor.start()
                 members.append(member)
                 supervisors.append(supervisor)
-            follow(members, seconds)
+            follow(members, seconds, steps)
         finally:
             stoppers = [threading.Thread(target=s.stop) for s in supervisors]
             for thread in stoppers:
@@ -142,11 +148,11 @@ def run_demo(
         return code
 
 
-def follow(members: list[Member], seconds: float) -> None:
+def follow(members: list[Member], seconds: float, steps: int | None = None) -> None:
     start = time.monotonic()
     host = members[0]
     while (elapsed := time.monotonic() - start) < seconds:
-        if any(m.error for m in members):
+        if any(m.error for m in members) or (steps is not None and (host.step or 0) >= steps):
             return
         time.sleep(min(5.0, max(0.1, seconds - elapsed)))
         loss = "?" if host.loss is None else f"{host.loss:.3f}"

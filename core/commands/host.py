@@ -44,6 +44,8 @@ class HostOptions:
     cpu_threads: int | None = None
     checkpoint_every: int = 20
     last_step: int | None = None
+    mode: str | None = None  # "sync" or "local"; None: the recipe's
+    local_steps: int | None = None
     progress_interval: float = 2.0
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -84,12 +86,27 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         # Only what differs from the recipe's defaults travels: invites stay short enough for a QR code.
         hparams={k: v for k, v in hparams.items() if recipe.defaults.get(k) != v},
         last_step=options.last_step,
+        local_steps=choose_local_steps(options, recipe.local_steps),
     )
     try:  # everything but the addresses, which only the running worker knows
         invite_for(key, spec, [PLACEHOLDER_PEER], options.expires_in)
     except InviteError as error:
         raise HostError(str(error)) from error
     return key, spec
+
+
+#: Local steps between exchanges when the organizer picks the local mode for a recipe without its own.
+DEFAULT_LOCAL_STEPS = 100
+
+
+def choose_local_steps(options: HostOptions, recipe_local_steps: int | None) -> int | None:
+    """The run's local steps: None for the synchronous mode."""
+    mode = options.mode or ("local" if recipe_local_steps is not None or options.local_steps else "sync")
+    if mode == "sync":
+        if options.local_steps is not None:
+            raise HostError("--local-steps applies to --mode local: drop one of them")
+        return None
+    return options.local_steps or recipe_local_steps or DEFAULT_LOCAL_STEPS
 
 
 def check_options(options: HostOptions) -> None:
@@ -102,6 +119,7 @@ def check_options(options: HostOptions) -> None:
         ("--cpu-threads", options.cpu_threads),
         ("--batch-size", options.batch_size),
         ("--last-step", options.last_step),
+        ("--local-steps", options.local_steps),
     ):
         if value is not None and value < 1:
             raise HostError(f"{flag} must be at least 1, got {value}")
@@ -263,6 +281,8 @@ def run_host(args: Any) -> int:
             cpu_threads=args.cpu_threads,
             checkpoint_every=args.checkpoint_every,
             last_step=args.last_step,
+            mode=args.mode,
+            local_steps=args.local_steps,
             progress_interval=args.progress_interval,
         )
         host = Host(options, output)

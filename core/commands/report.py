@@ -33,17 +33,23 @@ def format_bytes(value: int | None) -> str:
 
 
 def describe_progress(event: Event) -> str:
-    """One line: 'step 12 · 3 peers · 840 samples/s (this machine 210/s) · 96/256 · next in 4 s · ...'."""
+    """One line: 'step 12 · 3 peers · 840 samples/s (this machine 210/s) · 96/256 · next in 4 s · ...'.
+
+    In the low-communication mode the line starts with the mode, and counts toward the next exchange.
+    """
+    local = event.get("mode") == "local"
+    upcoming = "exchange" if local else "step"
     parts = [
+        *(["low-communication mode"] if local else []),
         f"step {format_count(event.get('step') or 0)}",
         f"{event.get('peers') or 1} peer{'s' if (event.get('peers') or 1) != 1 else ''}",
         f"{format_count(event.get('collab_sps') or 0)} samples/s "
         f"(this machine {format_count(event.get('local_sps') or 0)}/s)",
         f"{format_count(event.get('samples_accumulated') or 0)}/"
-        f"{format_count(event.get('target_batch_size') or 0)} toward the next step",
+        f"{format_count(event.get('target_batch_size') or 0)} toward the next {upcoming}",
     ]
     if event.get("eta_seconds") is not None:
-        parts.append(f"next in {format_duration(event['eta_seconds'])}")
+        parts.append(f"next {'exchange ' if local else ''}in {format_duration(event['eta_seconds'])}")
     if event.get("loss") is not None:
         parts.append(f"loss {float(event['loss']):.3f}")
     if event.get("accuracy") is not None:
@@ -95,6 +101,7 @@ def describe_invite(invite: Any, now: datetime | None = None) -> list[str]:
         f"Organizer:  {invite.fingerprint}  (compare with the one the organizer published)",
         f"Recipe:     {invite.recipe} {invite.recipe_version}, "
         f"target batch {format_count(invite.target_batch_size)}",
+        f"Mode:       {invite.spec.mode_words}",
         f"Expires:    {invite.expires:%Y-%m-%d %H:%M} UTC ({days:.0f} days)",
         *(
             [f"Ends:       at collaborative step {format_count(invite.last_step)}"]

@@ -103,6 +103,7 @@ class Invite:
     expires: datetime  # aware, UTC, whole seconds
     token: str  # the canonical text: "HIVE1-" and upper-case base32
     last_step: int | None = None  # the collaborative step at which the run ends; None: no planned end
+    local_steps: int | None = None  # the low-communication mode's local steps; None: synchronous
 
     @property
     def fingerprint(self) -> str:
@@ -125,6 +126,7 @@ class Invite:
             hparams=dict(self.hparams),
             peers=tuple(self.peers),
             last_step=self.last_step,
+            local_steps=self.local_steps,
         )
 
 
@@ -156,6 +158,7 @@ def invite_for(
         peers=peers,
         expires=expires,
         last_step=spec.last_step,
+        local_steps=spec.local_steps,
     )
 
 
@@ -170,12 +173,14 @@ def make_invite(
     peers: Sequence[str],
     expires: datetime | timedelta,
     last_step: int | None = None,
+    local_steps: int | None = None,
 ) -> Invite:
     """A signed invite; InviteError (reason ``"invalid"``) names the argument that cannot be carried.
 
     ``expires`` is a moment (a naive one is local time) or a duration from now; it is kept to the
     second. ``hparams`` are the recipe's hyperparameters that differ from its defaults (JSON values).
     ``last_step``, when given, is the collaborative step at which volunteers stop: the run is finished.
+    ``local_steps``, when given, makes the run use the low-communication mode.
     """
     from hiveling.core.swarm.peers import PeerAddressError, check_multiaddr
 
@@ -190,6 +195,10 @@ def make_invite(
         isinstance(last_step, bool) or not isinstance(last_step, int) or not 1 <= last_step < 2**40
     ):
         raise InviteError(INVALID, f"the last step must be a whole number from 1 up, not {last_step!r}")
+    if local_steps is not None and (
+        isinstance(local_steps, bool) or not isinstance(local_steps, int) or not 1 <= local_steps < 2**32
+    ):
+        raise InviteError(INVALID, f"local steps must be a whole number from 1 up, not {local_steps!r}")
     if not all(isinstance(name, str) for name in hparams):
         raise InviteError(INVALID, "hyperparameter names must be texts")
     try:
@@ -231,6 +240,7 @@ def make_invite(
         hparams_json=hparams_json,
         peers=tuple(unique_peers),
         last_step=last_step,
+        local_steps=local_steps,
     )
     payload = invitewire.encode(fields)
     signature = key.sign(_signed_message(FORMAT_VERSION, payload))
@@ -312,6 +322,7 @@ def _invite(fields: invitewire.Fields, hparams: dict[str, Any], peers: tuple[str
         expires=datetime.fromtimestamp(fields.expires, UTC),
         token=token,
         last_step=fields.last_step,
+        local_steps=fields.local_steps,
     )
 
 

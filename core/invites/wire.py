@@ -46,6 +46,7 @@ class Fields:
     hparams_json: str
     peers: tuple[str, ...]
     last_step: int | None = None
+    local_steps: int | None = None
 
 
 def encode(fields: Fields) -> bytes:
@@ -59,8 +60,12 @@ def encode(fields: Fields) -> bytes:
     seen: list[bytes] = []
     for peer in fields.peers:
         out += _encode_peer(peer, seen)
-    if fields.last_step:  # written only when set: invites without an end keep their bytes
-        _put_varint(out, fields.last_step)
+    # Trailing fields are written only when set (0 stands for "not set" before a later one):
+    # invites that use neither keep their bytes.
+    if fields.last_step or fields.local_steps:
+        _put_varint(out, fields.last_step or 0)
+    if fields.local_steps:
+        _put_varint(out, fields.local_steps)
     return bytes(out)
 
 
@@ -77,9 +82,10 @@ def decode(data: bytes) -> Fields:
     seen: list[bytes] = []
     peers = tuple(_decode_peer(reader, seen) for _ in range(count))
     last_step = (reader.varint() or None) if reader.pos < len(data) else None
+    local_steps = (reader.varint() or None) if reader.pos < len(data) else None
     return Fields(
         key, run_id, expires, target_batch_size, run_name, recipe, recipe_version, hparams_json, peers,
-        last_step,
+        last_step, local_steps,
     )  # fmt: skip
 
 

@@ -57,6 +57,9 @@ class Recipe:
     needs: Needs
     factory: str  # "package.module:function"; function(hparams, seed) -> Plan
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: The low-communication mode suits this recipe, with about this many local steps between
+    #: exchanges; None: the synchronous mode. The organizer may choose otherwise (``--mode``).
+    local_steps: int | None = None
 
     def hyperparameters(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         merged = dict(self.defaults)

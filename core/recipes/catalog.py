@@ -60,6 +60,8 @@ CHARLM = Recipe(
     ),
     factory="hiveling.core.recipes.charlm:build",
     defaults={"lr": 1e-3, "weight_decay": 0.01, "width": 128, "heads": 4, "layers": 4, "context": 128},
+    # The larger recipe: averaging it at every step would keep a home link busy most of the time.
+    local_steps=50,
 )
 
 BUILTIN = (GLYPHS, CHARLM)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from hivemind.averaging.control import AveragingStage
 from hivemind.compression import CompressionBase, Float16Compression
 
 from hiveling.core.swarm.averagers import fingerprint
@@ -65,6 +66,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         load_state_timeout: Seconds to wait for a peer's state.
         client_mode: Only make outgoing connections.
         averager_opts, tracker_opts: Extra keyword arguments for hivemind's averager and tracker.
+        verbose: Log the tracker's progress messages at INFO.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         client_mode: bool = False,
         averager_opts: dict[str, Any] | None = None,
         tracker_opts: dict[str, Any] | None = None,
+        verbose: bool = False,
     ) -> None:
         if local_steps < 1:
             raise ValueError(f"local_steps must be at least 1, got {local_steps}")
@@ -108,6 +111,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             prefix=run_id,
             target_batch_size=local_steps * (batch_size_per_step or 1),
             client_mode=client_mode,
+            status_loglevel=logging.INFO if verbose else logging.DEBUG,
             start=True,
             **(tracker_opts or {}),
         )
@@ -129,6 +133,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         self._download: Any = None  # a download of the swarm's state in the background
         self._resync_needed = False
         self._samples = 0  # trained since the last exchange began
+        self._tried_catching_up = False
         self._batch_size = batch_size_per_step or 1
 
     # --- what Lightning and the strategy read ----------------------------------------------------
@@ -166,6 +171,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
 
     #: Whether the last outer step holds the group's averaged change (or this peer was alone).
     step_averaged = True
+    #: Peers whose changes the last outer step averaged: 1 alone, 0 for parameters downloaded.
+    last_group_size = 0
     failed_rounds = 0
     skipped_batches = 0
     rejected_rounds = 0
@@ -223,7 +230,9 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         self.opt.step()
         self._samples += batch_size
         self.tracker.report_local_progress(self.tracker.local_progress.epoch, self._samples)
-        if self._exchange_due():
+        # An exchange due while the last one still runs (or a download) waits for it to end, and the
+        # steps trained meanwhile go with it: training never waits for the network.
+        if self._round is None and self._download is None and self._exchange_due():
             self._begin_exchange()
         return loss
 
@@ -236,6 +245,10 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
 
     def _take_finished_work(self) -> None:
         """Apply an exchange or a download that has finished in the background; start a download due."""
+        looking = self._round is not None and self._round.stage == AveragingStage.LOOKING_FOR_GROUP
+        if looking and self.num_peers == 1:
+            logger.info("Every other peer left before this exchange began: this peer steps alone")
+            self._round.cancel()
         if self._round is not None and self._round.done():
             self._finish_exchange()
         if self._download is not None and self._download.done():
@@ -277,23 +290,16 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
     # --- exchanges -------------------------------------------------------------------------------
 
     def _begin_exchange(self) -> None:
-        if self._round is not None:
-            # The last round is not over after a whole exchange period: the network is slower than
-            # the steps. Wait for it (raise local_steps if this happens often).
-            self._wait_for(self._round)
-            self._finish_exchange()
-        if self._download is not None:
-            self._wait_for(self._download)
-            self._finish_download()
         behind = self.tracker.local_progress.epoch > self.outer_epoch or (
             self.tracker.global_epoch > self.outer_epoch + 1
         )
-        if behind and self.num_peers > 1:
+        if behind and self.num_peers > 1 and not self._tried_catching_up:
             # The swarm has applied a step this peer did not (a newcomer, a failed round): catch up
             # first, so that this peer's change is measured from the same outer parameters as theirs.
+            self._tried_catching_up = True
             self._start_download()
-            self._wait_for(self._download)
-            self._finish_download()
+            return
+        self._tried_catching_up = False
         with torch.no_grad(), self.averager.get_tensors() as buffers:
             for buffer, outer, param in zip(buffers, self.outer_params, self._params, strict=True):
                 torch.sub(outer, param.detach().to("cpu", torch.float32), out=buffer)
@@ -308,6 +314,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         self._sent = sent
         if self.num_peers == 1:
             self.step_averaged = True
+            self.last_group_size = 1
             self._apply_outer_step(sent)
             return
         self.averager.set_target_group_size(self.num_peers)
@@ -316,7 +323,6 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             gather=(*outer_print, self.outer_epoch),
             weight=max(weight, 1.0),
             timeout=self.averaging_timeout,
-            allow_retries=False,
             wait=False,
         )
         self._round_weight = weight
@@ -340,6 +346,11 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         gathered: dict[bytes, Any] = {}
         if not control.cancelled() and control.exception() is None and control.result() is not None:
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
+        if not gathered and self.num_peers == 1:
+            self.step_averaged = True  # the others left before the round: the collaboration is this peer
+            self.last_group_size = 1
+            self._apply_outer_step(sent)
+            return
         if not gathered:
             self.step_averaged = False
             self.failed_rounds += 1
@@ -370,6 +381,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             return
         keep, why = keeps_its_state(me, gathered, set(self.tracker.active_peer_ids) | group)
         self.step_averaged = True
+        self.last_group_size = len(group)
         self._apply_outer_step(averaged, sent)
         if not keep:
             logger.info("%s: downloading the collaboration's parameters", why)
@@ -459,6 +471,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             for param, moved in zip(self._params, shift, strict=True):
                 param.add_(moved.to(param.device, param.dtype))
         self.step_averaged = True
+        self.last_group_size = 0
         self.averager.state_sharing_priority = float(self.outer_epoch)
         # Joining while the others exchange: this peer's first change goes with their next exchange.
         current = max(epoch, int(self.tracker.global_epoch))

@@ -503,6 +503,7 @@ class HivemindStrategy(Strategy):
             client_mode=kwargs["client_mode"],
             averager_opts=kwargs["averager_opts"],
             tracker_opts=kwargs["tracker_opts"],
+            verbose=kwargs["verbose"],
             **self._outer_kwargs,
         )
         self.optimizers = [self._hivemind_optimizer]

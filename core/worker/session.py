@@ -157,6 +157,7 @@ def run_session(
         host_maddrs=config.host_maddrs,
         announce_maddrs=config.announce_maddrs,
         identity_path=config.identity_path,
+        local_steps=config.spec.local_steps,
         **config.strategy_options,
     )
     reporter = Reporter(config, strategy, controls, totals, emit, on_hello, on_totals, evaluate)
@@ -269,6 +270,8 @@ class Reporter(Callback):
         step = self.strategy.collaborative_step
         if optimizer is None or step == 0 or step in self.fingerprints:
             return
+        if hasattr(optimizer, "on_outer_step"):
+            return  # the local parameters never are the collaboration's: outer steps are recorded
         if not getattr(optimizer, "step_averaged", True):
             return  # its update came from a failed round, not from the swarm
         if not getattr(optimizer, "update_pending", False):
@@ -287,7 +290,10 @@ class Reporter(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = self.strategy.hivemind_optimizer
         if optimizer is not None:
-            optimizer.opt.register_step_post_hook(self.on_optimizer_step)
+            if hasattr(optimizer, "on_outer_step"):  # the low-communication mode: outer steps agree
+                optimizer.on_outer_step = self._record_fingerprint
+            else:
+                optimizer.opt.register_step_post_hook(self.on_optimizer_step)
             controls = self.controls
             optimizer.leaving = lambda: controls.stop_requested or controls.pause_when == "now"
         self.on_hello(self.strategy)
@@ -407,6 +413,10 @@ class Reporter(Callback):
         local = (self.totals.session_samples - samples) / max(now - started, 1e-6)
         self._window = (now, self.totals.session_samples)
         peers, accumulated, eta = 1, 0, None
+        target = self.config.spec.target_batch_size
+        exchange = getattr(optimizer, "samples_per_exchange", None)
+        if exchange is not None:
+            target = int(exchange)
         if optimizer is not None:
             from hivemind.utils import get_dht_time
 
@@ -415,9 +425,9 @@ class Reporter(Callback):
             accumulated = int(progress.samples_accumulated)
             eta = max(0.0, float(progress.eta_next_epoch) - get_dht_time())
             eta = eta if eta < 86400 else None  # hivemind's "no estimate yet" is a huge number
-        collab = self.rate.update(step, self.config.spec.target_batch_size, now)
+        collab = self.rate.update(step, target, now)
         if collab > 0:  # from measured throughput: hivemind's estimate lags behind at the start of a step
-            eta = max(0.0, self.config.spec.target_batch_size - accumulated) / collab
+            eta = max(0.0, target - accumulated) / collab
         troubles = {}
         if optimizer is not None:
             # Counted since this session began; absent while zero.
@@ -433,7 +443,8 @@ class Reporter(Callback):
             local_sps=round(local, 2),
             collab_sps=round(collab, 2),
             samples_accumulated=accumulated,
-            target_batch_size=self.config.spec.target_batch_size,
+            target_batch_size=target,
+            **({} if exchange is None else {"mode": "local", "local_steps": self.config.spec.local_steps}),
             eta_seconds=None if eta is None else round(eta, 1),
             loss=None if math.isnan(self.loss) else round(self.loss, 4),
             accuracy=None if self.accuracy is None else round(self.accuracy, 4),

@@ -166,3 +166,20 @@ def test_devices_and_recipes_list_what_this_machine_has(tmp_path: Path) -> None:
     recipes = run(["recipes"], tmp_path)
     assert "glyphs" in recipes.stdout
     assert "charlm" in recipes.stdout
+
+
+def test_hosting_picks_the_recipes_mode_unless_the_organizer_chooses(tmp_path: Path) -> None:
+    from hiveling.core.commands.host import DEFAULT_LOCAL_STEPS, HostOptions, plan_run
+
+    key = tmp_path / "organizer.key"
+    assert plan_run(HostOptions(recipe="glyphs"), key)[1].local_steps is None
+    assert plan_run(HostOptions(recipe="charlm"), key)[1].local_steps == 50  # the larger recipe's own
+    assert plan_run(HostOptions(recipe="charlm", mode="sync"), key)[1].local_steps is None
+    assert plan_run(HostOptions(recipe="glyphs", mode="local"), key)[1].local_steps == DEFAULT_LOCAL_STEPS
+    assert plan_run(HostOptions(recipe="glyphs", local_steps=20), key)[1].local_steps == 20
+    assert_one_clear_line(
+        run(["host", "--recipe", "glyphs", "--mode", "sync", "--local-steps", "5"], tmp_path), "--local-steps"
+    )
+    assert_one_clear_line(
+        run(["host", "--recipe", "glyphs", "--local-steps", "0"], tmp_path), "--local-steps"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from hivemind.averaging.allreduce import AllReduceRunner
 from hivemind.averaging.averager import DecentralizedAverager
 from hivemind.averaging.control import StepControl
 from hivemind.averaging.matchmaking import Matchmaking
@@ -46,10 +47,22 @@ METHODS = [
     (DecentralizedAverager, "_step", ["self", "step", "future_for_init"]),
     (DecentralizedAverager, "_aggregate_with_group", ["self", "group_info", "min_vector_size", "kwargs"]),
     (DHTProtocol, "call_ping", ["self", "peer", "validate", "strict"]),
+    (
+        DecentralizedAverager,
+        "_run_allreduce_inplace_",
+        ["self", "tensors", "group_info", "group_id", "kwargs"],
+    ),
+    (AllReduceRunner, "_communicate_with_peer", ["self", "peer_id"]),
+    (AllReduceRunner, "_accumulate_parts_streaming", ["self", "stream", "sender_index"]),
+    (AllReduceRunner, "_ban_sender", ["self", "peer_id"]),
 ]
 
 # Attributes (set in __init__ or in a method): found in the class's source.
 ATTRIBUTES = [
+    (AllReduceRunner, "self.parts_for_local_averaging"),
+    (AllReduceRunner, "self.tensor_part_reducer"),
+    (AllReduceRunner, "self.sender_peer_ids"),
+    (DecentralizedAverager, "self._state_updated"),
     (Optimizer, "self._schema_hash"),
     (Optimizer, "self._should_check_synchronization_on_update"),
     (Optimizer, "self.scheduled_grads"),

@@ -109,6 +109,7 @@ def fields_of(invite: Invite, **changes: Any) -> invitewire.Fields:
         "hparams_json": json.dumps(dict(invite.hparams)),
         "peers": invite.peers,
         "last_step": invite.last_step,
+        "local_steps": invite.local_steps,
     }
     values.update(changes)
     return invitewire.Fields(**values)
@@ -308,13 +309,36 @@ def test_a_signed_payload_this_client_cannot_read_is_corrupted() -> None:
 
 
 def test_fields_a_later_client_appends_are_ignored() -> None:
-    for invite, last_step in ((make(), b"\x00"), (make(last_step=7), b"")):
-        # After the peers comes the last step (0: none), then whatever later clients add.
-        longer = invitewire.encode(fields_of(invite)) + last_step + b"\x07later"
+    for invite, unset in (
+        (make(), b"\x00\x00"),
+        (make(last_step=7), b"\x00"),
+        (make(local_steps=50), b""),
+    ):
+        # After the peers come the last step and the local steps (0: none), then whatever later
+        # clients add.
+        longer = invitewire.encode(fields_of(invite)) + unset + b"\x07later"
         parsed = parse(signed(KEY, longer))
         assert parsed.run_id == invite.run_id
         assert parsed.peers == invite.peers
         assert parsed.last_step == invite.last_step
+        assert parsed.local_steps == invite.local_steps
+
+
+def test_a_low_communication_run_carries_its_local_steps_to_the_worker() -> None:
+    local = make(local_steps=50, last_step=None)
+    parsed = parse(local.token)
+    assert parsed == local
+    assert parsed.local_steps == 50
+    assert parsed.last_step is None
+    assert parsed.spec.local_steps == 50
+    assert "low-communication" in parsed.spec.mode_words
+    assert make().spec.local_steps is None
+    assert parse(make(local_steps=50, last_step=9).token).last_step == 9
+    # The synchronous mode's invites keep their bytes.
+    assert invitewire.encode(fields_of(make())) == invitewire.encode(fields_of(local, local_steps=None))
+    for bad in (0, -3, True, 1.5):
+        with pytest.raises(InviteError, match="local steps"):
+            make(local_steps=bad)
 
 
 def test_a_run_with_an_end_carries_its_last_step_and_one_without_keeps_its_bytes() -> None:

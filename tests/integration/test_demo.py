@@ -10,18 +10,22 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
 def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
     chart = tmp_path / "demo.png"
     result = subprocess.run(
-        # As `make demo` runs it, but 60 s of training instead of 120 (the suite's time) and the chart
-        # kept out of the checkout. The 90% the full demo reaches is measured in bench/RESULTS.md.
-        [sys.executable, "-m", "hiveling.core.cli", "demo", "--seconds", "60", "--chart", str(chart)],
+        # As `make demo` runs it, but for 60 collaborative steps (about a minute on a quiet machine, half
+        # the demo's) rather than a fixed time, so that a busy machine trains as much, only slower; the
+        # chart is kept out of the checkout. The 90% the full demo reaches is in bench/RESULTS.md.
+        [
+            *(sys.executable, "-m", "hiveling.core.cli", "demo"),
+            *("--seconds", "300", "--steps", "60", "--chart", str(chart)),
+        ],
         capture_output=True,
         text=True,
-        timeout=330,
+        timeout=450,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
     )

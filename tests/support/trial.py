@@ -53,6 +53,9 @@ class PeerConfig:
     # Train only once this many peers are in the collaboration (or 120 s have passed): a test whose
     # second peer starts slowly on a loaded machine must not find the first one finished already.
     wait_for_peers: int = 1
+    # Go on until this many peers were seen together, and for `steps` steps from then (or 120 s have
+    # passed): a newcomer that starts slowly still finds the run going, and trains with it.
+    end_with_peers: int = 1
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -130,16 +133,21 @@ def run_peer(config: PeerConfig) -> None:
             self.last_loss = math.nan
             self.reported_join = False
             self.peers_seen = 0
+            self.together_from: int | None = 0 if config.end_with_peers <= 1 else None
+            self.started = time.monotonic()
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             optimizer = strategy.hivemind_optimizer
             assert optimizer is not None
+            outer = getattr(optimizer, "outer_params", None)
             emit(
                 {
                     "type": "joined",
                     "addresses": strategy.join_addresses(),
                     "step": strategy.collaborative_step,
                     "time": time.time(),
+                    # The low-communication mode's global parameters, as restored from a checkpoint.
+                    **({} if outer is None else {"outer": self.outer_report(outer)}),
                 }
             )
             if hasattr(optimizer, "outer_params"):  # the low-communication mode: report outer steps
@@ -174,6 +182,14 @@ def run_peer(config: PeerConfig) -> None:
                 }
             )
 
+        def outer_report(self, outer: list[torch.Tensor]) -> dict[str, Any]:
+            optimizer = strategy.hivemind_optimizer
+            momentum = [optimizer.outer_optimizer.state[t]["momentum_buffer"] for t in outer]  # type: ignore[union-attr]
+            return {
+                "params": torch.cat([t.reshape(-1) for t in outer]).tolist(),
+                "momentum_norm": float(torch.cat([m.reshape(-1) for m in momentum]).norm()),
+            }
+
         def on_outer_step(self, outer: list[torch.Tensor]) -> None:
             optimizer = strategy.hivemind_optimizer
             if optimizer is None:
@@ -182,11 +198,12 @@ def run_peer(config: PeerConfig) -> None:
                 {
                     "type": "step",
                     "step": int(optimizer.local_epoch),
-                    "params": torch.cat([t.reshape(-1) for t in outer]).tolist(),
+                    **self.outer_report(outer),
                     "peers": int(optimizer.tracker.global_progress.num_peers),
                     "averaged": bool(optimizer.step_averaged),
                     "failed_rounds": int(optimizer.failed_rounds),
                     "waited": round(float(getattr(optimizer, "waited_seconds", 0.0)), 3),
+                    "group": int(optimizer.last_group_size),
                     "loss": self.last_loss,
                 }
             )
@@ -199,6 +216,8 @@ def run_peer(config: PeerConfig) -> None:
             step = strategy.collaborative_step
             optimizer = strategy.hivemind_optimizer
             peers = 0 if optimizer is None else int(optimizer.tracker.global_progress.num_peers)
+            if self.together_from is None and peers >= config.end_with_peers:
+                self.together_from = step
             if peers != self.peers_seen:  # how many peers this one sees, when that changes
                 self.peers_seen = peers
                 emit({"type": "peers", "count": peers, "step": step, "time": time.time()})
@@ -210,7 +229,10 @@ def run_peer(config: PeerConfig) -> None:
                 emit({"type": "perturbed", "step": step})
             if config.fail_at_step is not None and step >= config.fail_at_step:
                 raise RuntimeError(f"demo peer failing on purpose at step {step}")
-            if step >= config.steps + config.linger_steps:
+            start = self.together_from
+            if start is None and time.monotonic() - self.started > 120:
+                start = 0
+            if start is not None and step >= start + config.steps + config.linger_steps:
                 trainer.should_stop = True
 
     callbacks: list[pl.Callback] = [Reporter()]
@@ -249,7 +271,7 @@ class PeerProcess:
             cwd=REPOSITORY,  # where ``tests`` is importable
             env={**os.environ, **(env or {})},
         )
-        self.stderr_tail: deque[str] = deque(maxlen=60)
+        self.stderr_tail: deque[str] = deque(maxlen=600)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
 
