@@ -100,6 +100,16 @@ def build_parser() -> Parser:
     )
     demo.add_argument("--recipe", default=None, help="default: the built-in glyph classifier")
     demo.add_argument(
+        "--mode",
+        choices=("sync", "local"),
+        help="how the peers train together, as for `hiveling host` (default: the recipe's)",
+    )
+    demo.add_argument(
+        "--local-steps",
+        type=int,
+        help="local steps between exchanges in the local mode (default: the recipe's)",
+    )
+    demo.add_argument(
         "--chart",
         default="hiveling-demo.png",
         help="where to write the chart of loss and accuracy (default: hiveling-demo.png here)",
@@ -171,7 +181,14 @@ def dispatch(args: argparse.Namespace) -> int:
         configure_logging(False)
         from hiveling.core.commands.demo import run_demo
 
-        return run_demo(seconds=args.seconds, recipe=args.recipe, chart=Path(args.chart), steps=args.steps)
+        return run_demo(
+            seconds=args.seconds,
+            recipe=args.recipe,
+            chart=Path(args.chart),
+            steps=args.steps,
+            mode=args.mode,
+            local_steps=args.local_steps,
+        )
     if args.command == "tray":
         return run_tray()
     if args.headless or args.invite is not None or args.invite_file is not None:

@@ -87,6 +87,8 @@ def run_demo(
     volunteers: int = 2,
     chart: Path | None = None,
     steps: int | None = None,
+    mode: str | None = None,
+    local_steps: int | None = None,
 ) -> int:
     """A host and ``volunteers`` on 127.0.0.1 train for ``seconds``, or until collaborative step ``steps``
     when that comes first."""
@@ -105,6 +107,8 @@ def run_demo(
                 local=True,
                 cpu_threads=1,
                 checkpoint_every=10,
+                mode=mode,
+                local_steps=local_steps,
                 env={"HIVELING_HOME": str(root / "host")},
             ),
             host_member,
