@@ -36,6 +36,8 @@ class Member:
     samples: int = 0
     #: (seconds since the demo began, loss, held-out accuracy) at each progress report
     history: list[tuple[float, float | None, float | None]] = field(default_factory=list)
+    #: (seconds since the demo began, samples this peer trained) at each progress report
+    samples_history: list[tuple[float, int]] = field(default_factory=list)
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -54,6 +56,7 @@ class Member:
             self.collab_sps = float(event.get("collab_sps") or 0.0)
             self.samples = int(event.get("session_samples") or 0)
             self.history.append((time.monotonic() - self.started, self.loss, self.accuracy))
+            self.samples_history.append((time.monotonic() - self.started, self.samples))
         elif kind == "state" and event.get("state") in ("stopping", "stopped", "failed"):
             # "stopping" comes before the network shuts down; "stopped" repeats it at the very end.
             if event.get("fingerprints"):
@@ -89,9 +92,10 @@ def run_demo(
     steps: int | None = None,
     mode: str | None = None,
     local_steps: int | None = None,
+    seen: list[Member] | None = None,
 ) -> int:
     """A host and ``volunteers`` on 127.0.0.1 train for ``seconds``, or until collaborative step ``steps``
-    when that comes first."""
+    when that comes first. ``seen`` (benchmarks) receives what the demo saw of each peer."""
     from hiveling.core.recipes.catalog import DEFAULT
 
     recipe = recipe or DEFAULT.name
@@ -118,7 +122,8 @@ def run_demo(
             f"Starting a demo run of “{host.spec.recipe}”: a host and {volunteers} volunteers on 127.0.0.1."
         )
         host.start()
-        members = [host_member]
+        members = seen if seen is not None else []
+        members.append(host_member)
         supervisors: list[Supervisor | Host] = [host]
         try:
             if not host.invite_ready.wait(timeout=120):
