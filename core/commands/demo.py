@@ -119,7 +119,8 @@ def run_demo(
             key_path=root / "organizer.key",
         )
         print(
-            f"Starting a demo run of “{host.spec.recipe}”: a host and {volunteers} volunteers on 127.0.0.1."
+            f"Starting a demo run of “{host.spec.recipe}”: a host and {volunteers} volunteers on 127.0.0.1, "
+            f"{host.spec.mode_words}."
         )
         host.start()
         members = seen if seen is not None else []

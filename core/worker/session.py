@@ -383,13 +383,19 @@ class Reporter(Callback):
                 controls.pause_from_step = step
                 self._said_pausing = True
                 self.emit(make_event("state", state="pausing", reason="pausing after this step", step=step))
-            elif step > controls.pause_from_step and self._unused_samples() == 0:
+            elif step > controls.pause_from_step and (self._local_steps() or self._unused_samples() == 0):
                 # A step this peer downloaded (re-synchronizing) leaves what it trained since for the
-                # next one: pause once its work has gone into a step.
+                # next one: pause once its work has gone into a step. In the low-communication mode
+                # the steps trained during the exchange stay in the local parameters (and the
+                # checkpoint) for the next one: the exchange's end is the moment.
                 self.outcome, trainer.should_stop = "paused", True
         elif self._said_pausing:  # the pause was called off before the step came
             self._said_pausing = False
             self.emit(make_event("state", state="training", reason=None))
+
+    def _local_steps(self) -> bool:
+        """Whether this run uses the low-communication mode."""
+        return hasattr(self.strategy.hivemind_optimizer, "outer_params")
 
     def _unused_samples(self) -> int:
         """Samples this peer trained since its last collaborative step."""

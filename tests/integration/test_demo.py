@@ -39,3 +39,27 @@ def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
     assert accuracy is not None, summary
     assert int(accuracy[2]) > int(accuracy[1]) + 20, summary  # clearly learned (90% is the goal)
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_demo_in_the_low_communication_mode_ends_with_identical_outer_parameters(tmp_path: Path) -> None:
+    chart = tmp_path / "demo.png"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "hiveling.core.cli", "demo", "--mode", "local", "--local-steps", "10"),
+            *("--seconds", "300", "--steps", "8", "--chart", str(chart)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=450,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "low-communication (an exchange every ~10 local steps)" in result.stdout
+    summary = result.stdout.rsplit("\n\n", 1)[-1]
+    agreed = re.search(
+        r"Parameters of all 3 peers agree at step (\d+) \(relative difference ([0-9.e+-]+)\)", summary
+    )
+    assert agreed is not None, summary
+    assert int(agreed[1]) >= 4, summary  # outer steps the three took together
+    assert float(agreed[2]) == 0.0, summary  # every peer of a round copies in the same average
