@@ -305,8 +305,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
                 torch.sub(outer, param.detach().to("cpu", torch.float32), out=buffer)
             sent = [buffer.clone() for buffer in buffers]
         weight, self._samples = float(self._samples), 0
-        with self.tracker.pause_updates():
-            self.tracker.update_epoch(self.outer_epoch + 1)
+        with self.tracker.pause_updates():  # never backwards: a newcomer may count from the swarm's epoch
+            self.tracker.update_epoch(max(self.outer_epoch, self.tracker.local_progress.epoch) + 1)
         if not all_finite(sent):
             logger.warning("This peer's change is not finite: left out of the exchange")
             self._restart_from_outer()
