@@ -43,8 +43,12 @@ def assert_agree_at_every_common_step(histories: list[dict[int, dict[str, Any]]]
 
 def test_outer_parameters_are_identical_after_every_outer_step(start_peer: StartPeer, run_id: str) -> None:
     steps = 12
-    first = start_peer(local_config(run_id, steps, wait_for_peers=2))
-    second = start_peer(local_config(run_id, steps, data_seed=2, initial_peers=first.address()))
+    # The second peer trains at once, so that the first sees it (a peer that has not trained is not
+    # announced); each trains `steps` steps from the moment it saw the other.
+    first = start_peer(local_config(run_id, steps, wait_for_peers=2, end_with_peers=2))
+    second = start_peer(
+        local_config(run_id, steps, data_seed=2, initial_peers=first.address(), end_with_peers=2)
+    )
     assert [first.finish(), second.finish()] == [0, 0], [first.process.tail(), second.process.tail()]
     histories = [first.steps(), second.steps()]
     common = assert_agree_at_every_common_step(histories)
