@@ -263,11 +263,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         self._non_finite_run += 1
         self.opt.zero_grad(set_to_none=True)
         if self._non_finite_run >= self.non_finite_limit:
-            raise NonFiniteTraining(
-                f"training gave non-finite gradients (NaN or inf) for {self._non_finite_run} batches in a "
-                "row, and none of them reached the other peers; check this peer's data, model and "
-                "precision (an fp16 overflow shows this way), then start it again"
-            )
+            raise NonFiniteTraining(self._non_finite_run)
         if self._non_finite_run == 1:
             logger.warning(
                 "This batch's gradients are not finite (NaN or inf): not trained on, left out of the "

@@ -78,6 +78,13 @@ def keeps_its_state(me: bytes, gathered: dict[bytes, Any], expected: set[bytes])
 class NonFiniteTraining(RuntimeError):
     """This peer's gradients stayed non-finite batch after batch: its data or model gives NaN or inf."""
 
+    def __init__(self, batches: int) -> None:
+        super().__init__(
+            f"training gave non-finite gradients (NaN or inf) for {batches} batches in a row, and none "
+            "of them reached the other peers; check this peer's data, model and precision (an fp16 "
+            "overflow shows this way), then start it again"
+        )
+
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether no tensor holds a NaN or an infinity (one device sync, however many tensors)."""
@@ -156,11 +163,7 @@ class CollaborativeOptimizer(OverlappedSteps):
             self.grad_averager.reset_accumulated_grads_()
             self.tracker.report_local_progress(self.local_epoch, 0)
         if self._non_finite_run >= self.non_finite_limit:
-            raise NonFiniteTraining(
-                f"training gave non-finite gradients (NaN or inf) for {self._non_finite_run} batches in a "
-                "row, and none of them reached the other peers; check this peer's data, model and "
-                "precision (an fp16 overflow shows this way), then start it again"
-            )
+            raise NonFiniteTraining(self._non_finite_run)
         if self._non_finite_run == 1:
             logger.warning(
                 "This batch's gradients are not finite (NaN or inf): left out of the collaboration "

@@ -13,26 +13,31 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
-def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
-    chart = tmp_path / "demo.png"
+def run_demo(*options: str) -> tuple[str, str]:
+    """`hiveling demo` with ``options`` until it ends; its summary (the last paragraph) and its output.
+
+    Runs are bounded by collaborative steps rather than time, so that a busy machine trains as much,
+    only slower. It must exit 0: no peer failed, the loss fell and all three peers' parameters agree.
+    """
     result = subprocess.run(
-        # As `make demo` runs it, but for 60 collaborative steps (about a minute on a quiet machine, half
-        # the demo's) rather than a fixed time, so that a busy machine trains as much, only slower; the
-        # chart is kept out of the checkout. The 90% the full demo reaches is in bench/RESULTS.md.
-        [
-            *(sys.executable, "-m", "hiveling.core.cli", "demo"),
-            *("--seconds", "300", "--steps", "60", "--chart", str(chart)),
-        ],
+        [sys.executable, "-m", "hiveling.core.cli", "demo", "--seconds", "300", *options],
         capture_output=True,
         text=True,
         timeout=450,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
     )
-    # The demo exits 0 only when no peer failed, the loss fell and all three peers' parameters agree.
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
-    summary = result.stdout.rsplit("\n\n", 1)[-1]
+    return result.stdout.rsplit("\n\n", 1)[-1], result.stdout
+
+
+def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
+    # As `make demo` runs it, but for 60 collaborative steps (about a minute on a quiet machine, half
+    # the demo's), with the chart kept out of the checkout. The 90% the full demo reaches is in
+    # bench/RESULTS.md.
+    chart = tmp_path / "demo.png"
+    summary, _ = run_demo("--steps", "60", "--chart", str(chart))
     assert "Parameters of all 3 peers agree" in summary
     assert summary.count("contributed") == 2
     accuracy = re.search(r"Accuracy: (\d+)% at the start, (\d+)% at the end", summary)
@@ -42,21 +47,9 @@ def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
 
 
 def test_the_demo_in_the_low_communication_mode_ends_with_identical_outer_parameters(tmp_path: Path) -> None:
-    chart = tmp_path / "demo.png"
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "hiveling.core.cli", "demo", "--mode", "local", "--local-steps", "10"),
-            *("--seconds", "300", "--steps", "16", "--chart", str(chart)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=450,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "low-communication (an exchange every ~10 local steps)" in result.stdout
-    summary = result.stdout.rsplit("\n\n", 1)[-1]
+    options = ("--mode", "local", "--local-steps", "10", "--steps", "16", "--chart", str(tmp_path / "c.png"))
+    summary, output = run_demo(*options)
+    assert "low-communication (an exchange every ~10 local steps)" in output
     agreed = re.search(
         r"Parameters of all 3 peers agree at step (\d+) \(relative difference ([0-9.e+-]+)\)", summary
     )
