@@ -15,7 +15,9 @@ Events (fields beyond ``v``/``type``/``time``):
               eta_seconds, loss, accuracy (held-out, 0 to 1, or null), session_samples,
               total_samples, total_seconds, batch_size; while non-zero, skipped_batches (gradients
               not finite, left out), failed_rounds (stepped on local gradients), rejected_rounds
-              (averaged gradients not finite, not applied)
+              (averaged gradients not finite, not applied); in the low-communication mode also
+              mode="local" and local_steps, and step, samples_accumulated, target_batch_size and
+              eta_seconds count exchanges (outer steps) and the samples toward the next one
     log       level, message
     error     code, message (one line that says how to fix it), fatal
     bye       exit_code, reason

@@ -270,7 +270,7 @@ class Reporter(Callback):
         step = self.strategy.collaborative_step
         if optimizer is None or step == 0 or step in self.fingerprints:
             return
-        if hasattr(optimizer, "on_outer_step"):
+        if self._local_steps():
             return  # the local parameters never are the collaboration's: outer steps are recorded
         if not getattr(optimizer, "step_averaged", True):
             return  # its update came from a failed round, not from the swarm
@@ -290,7 +290,7 @@ class Reporter(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = self.strategy.hivemind_optimizer
         if optimizer is not None:
-            if hasattr(optimizer, "on_outer_step"):  # the low-communication mode: outer steps agree
+            if self._local_steps():  # the low-communication mode: the outer parameters agree
                 optimizer.on_outer_step = self._record_fingerprint
             else:
                 optimizer.opt.register_step_post_hook(self.on_optimizer_step)
