@@ -6,7 +6,8 @@ never from the subpackages, so that the layout below can change without breaking
 - ``swarm/``: the Lightning strategy and everything that adapts hivemind
 - ``invites/``: invites, their wire format, the organizer's keys, QR codes
 - ``machine/``: what this computer has (``hardware``) and what torch can train on (``devices``)
-- ``worker/``: the training worker, its events and its supervisor
+- ``worker/``: the training worker, its events, its command line, where it runs (here or in WSL2)
+  and its supervisor
 - ``commands/``: the ``hiveling`` command (host, volunteer, demo); nothing imports it
 - ``recipes/``: the models a run may train
 """
@@ -36,7 +37,7 @@ _PUBLIC = {
     "LineReader": "hiveling.core.worker.events",
     "make_event": "hiveling.core.worker.events",
     "Supervisor": "hiveling.core.worker.supervisor",
-    "WorkerOptions": "hiveling.core.worker.supervisor",
+    "WorkerOptions": "hiveling.core.worker.command",
     "Settings": "hiveling.core.config",
     "load_settings": "hiveling.core.config",
     "save_settings": "hiveling.core.config",
@@ -92,8 +93,9 @@ if TYPE_CHECKING:
     )
     from hiveling.core.recipes import Needs, RecipeError, find_recipe
     from hiveling.core.swarm.strategy import HivemindStrategy
+    from hiveling.core.worker.command import WorkerOptions
     from hiveling.core.worker.events import Event, LineReader, make_event
-    from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
+    from hiveling.core.worker.supervisor import Supervisor
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from hiveling.core.commands.host import Host, HostOptions, free_port
 from hiveling.core.commands.report import format_count
+from hiveling.core.worker.command import WorkerOptions
 from hiveling.core.worker.events import Event
-from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
+from hiveling.core.worker.supervisor import Supervisor
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 FINGERPRINT_TOLERANCE = 1e-6

@@ -16,8 +16,9 @@ from typing import Any
 
 from hiveling.core import paths
 from hiveling.core.run import RunSpec
+from hiveling.core.worker.command import WorkerOptions
 from hiveling.core.worker.events import Event, make_event
-from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
+from hiveling.core.worker.supervisor import Supervisor
 
 DEFAULT_PORT = 31330
 # Stands for the host's own address while checking that everything else fits in an invite.

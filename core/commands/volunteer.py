@@ -15,7 +15,8 @@ from hiveling.core.commands.console import (
     wait_for_signal_or,
 )
 from hiveling.core.config import load_settings
-from hiveling.core.worker.supervisor import Supervisor, WorkerOptions
+from hiveling.core.worker.command import WorkerOptions
+from hiveling.core.worker.supervisor import Supervisor
 
 # How image files begin: PNG, JPEG, GIF, BMP, WebP (RIFF), TIFF.
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")

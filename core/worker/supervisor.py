@@ -8,20 +8,18 @@ an ``error`` "crash_loop" carrying the last lines of the worker's log.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import IO, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
 
-from hiveling.core.run import RunSpec
+from hiveling.core.worker.command import WorkerOptions
 from hiveling.core.worker.events import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -31,29 +29,10 @@ from hiveling.core.worker.events import (
     make_command,
     make_event,
 )
+from hiveling.core.worker.launcher import Launcher, LocalLauncher
 
 logger = logging.getLogger(__name__)
 worker_log = logging.getLogger("hiveling.worker")
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What the worker is asked to do; :func:`worker_command` turns it into a command line."""
-
-    invite: str | None = None
-    run_spec: RunSpec | None = None  # the host's own worker trains without an invite
-    role: str = "volunteer"
-    device: str = "auto"
-    batch_size: int | None = None
-    memory_cap_gb: float | None = None
-    cpu_threads: int | None = None
-    listen: tuple[str, ...] = ()
-    announce: tuple[str, ...] = ()
-    checkpoint_every: int | None = None
-    max_step: int | None = None
-    progress_interval: float = 2.0
-    strategy_options: Mapping[str, Any] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,39 +46,6 @@ class RestartPolicy:
 
     def delay(self, consecutive_crashes: int) -> float:
         return float(min(self.max_delay, self.first_delay * self.factor ** max(0, consecutive_crashes - 1)))
-
-
-def worker_command(options: WorkerOptions, python: str | None = None) -> list[str]:
-    """The worker's command line (pure; the same executable as ours, frozen builds included)."""
-    if getattr(sys, "frozen", False):
-        cmd = [sys.executable, "worker"]
-    else:
-        cmd = [python or sys.executable, "-m", "hiveling.core.worker"]
-    if options.run_spec is not None:
-        cmd += ["--run-spec", json.dumps(options.run_spec.to_dict(), separators=(",", ":"))]
-    elif options.invite is not None:
-        cmd += ["--invite", options.invite]
-    else:
-        raise ValueError("WorkerOptions needs an invite or a run_spec")
-    cmd += ["--role", options.role, "--device", options.device]
-    for flag, value in (
-        ("--batch-size", options.batch_size),
-        ("--memory-cap-gb", options.memory_cap_gb),
-        ("--cpu-threads", options.cpu_threads),
-        ("--checkpoint-every", options.checkpoint_every),
-        ("--max-step", options.max_step),
-    ):
-        if value is not None:
-            cmd += [flag, str(value)]
-    for addr in options.listen:
-        cmd += ["--listen", addr]
-    for addr in options.announce:
-        cmd += ["--announce", addr]
-    if options.progress_interval != 2.0:
-        cmd += ["--progress-interval", str(options.progress_interval)]
-    if options.strategy_options:
-        cmd += ["--options", json.dumps(dict(options.strategy_options), separators=(",", ":"))]
-    return cmd
 
 
 class Supervisor:
@@ -116,8 +62,11 @@ class Supervisor:
         on_event: Callable[[Event], None],
         *,
         policy: RestartPolicy | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.options = options
+        #: Where the worker runs: a child process here, or inside WSL2 on Windows (``launcher.py``).
+        self.launcher: Launcher = launcher or LocalLauncher()
         self.on_event = on_event
         self.policy = policy or RestartPolicy()
         self.state = "stopped"
@@ -300,14 +249,14 @@ class Supervisor:
         return False
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.options.env}
+        launcher = self.launcher
         proc = subprocess.Popen(
-            worker_command(self.options),
+            launcher.command(self.options),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,  # the worker and its p2pd daemon are stopped as one group
+            env=launcher.environment(self.options, dict(os.environ)),
+            **launcher.popen_options(),
         )
         self._proc = proc
         self._threads = [
@@ -371,7 +320,7 @@ class Supervisor:
         for sig in (None, signal.SIGTERM, signal.SIGKILL) if polite else (signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
+                    self.launcher.signal(proc, sig)
             try:
                 proc.wait(timeout=grace)
                 break
@@ -379,11 +328,10 @@ class Supervisor:
                 continue
         self._kill_group(proc)
 
-    @staticmethod
-    def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
         """The worker is gone; make sure nothing it started (p2pd) outlives it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            self.launcher.signal(proc, signal.SIGKILL)
 
     @staticmethod
     def _close(proc: subprocess.Popen[bytes]) -> None:

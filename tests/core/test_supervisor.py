@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from hiveling.core.run import RunSpec
-from hiveling.core.worker.supervisor import RestartPolicy, WorkerOptions, worker_command
+from hiveling.core.worker.command import WorkerOptions, worker_command
+from hiveling.core.worker.supervisor import RestartPolicy
 
 
 def test_a_volunteer_worker_command_carries_every_option() -> None:
@@ -23,7 +24,7 @@ def test_a_volunteer_worker_command_carries_every_option() -> None:
         max_step=9,
         progress_interval=0.5,
     )
-    assert worker_command(options, python="py") == [
+    assert worker_command(options, executable=["py", "-m", "hiveling.core.worker"]) == [
         "py", "-m", "hiveling.core.worker", "--invite", "HIVE1-XYZ", "--role", "volunteer",
         "--device", "cuda:1", "--batch-size", "16", "--memory-cap-gb", "4.0", "--cpu-threads", "2",
         "--max-step", "9", "--listen", "/ip4/127.0.0.1/tcp/0", "--announce", "/ip4/203.0.113.5/tcp/31330",

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from hiveling.core.worker.supervisor import RestartPolicy, Supervisor, WorkerOptions
+from hiveling.core.worker.command import WorkerOptions
+from hiveling.core.worker.supervisor import RestartPolicy, Supervisor
 from tests.conftest import wait_until
 from tests.support.cli import Cli, start_local_host
 
