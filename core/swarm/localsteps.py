@@ -157,7 +157,23 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
 
     @property
     def num_peers(self) -> int:
+        """Peers the collaboration had at the tracker's last fetch, this one included."""
         return max(int(self.tracker.global_progress.num_peers), 1)
+
+    #: Seconds without another peer in the tracker's fetches before this peer takes itself to be alone.
+    alone_after = 5.0
+    _saw_others_at = -float("inf")
+
+    def alone(self) -> bool:
+        """Whether no other peer has been seen for ``alone_after`` seconds.
+
+        One fetch of the swarm's progress that timed out on a busy machine reads as zero peers: taken
+        at its word, a peer would step alone and fork from the others.
+        """
+        now = time.monotonic()
+        if self.num_peers > 1:
+            self._saw_others_at = now
+        return now - self._saw_others_at >= self.alone_after
 
     @property
     def samples_per_exchange(self) -> int:
@@ -173,6 +189,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
     step_averaged = True
     #: Peers whose changes the last outer step averaged: 1 alone, 0 for parameters downloaded.
     last_group_size = 0
+    #: Their peer ids (empty for parameters downloaded).
+    last_group: frozenset[bytes] = frozenset()
     failed_rounds = 0
     skipped_batches = 0
     rejected_rounds = 0
@@ -237,16 +255,16 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         return loss
 
     def _exchange_due(self) -> bool:
-        peers = self.num_peers
-        self.tracker.target_batch_size = self.local_steps * self._batch_size * peers
-        if peers == 1:
+        if self.alone():
+            self.tracker.target_batch_size = self.local_steps * self._batch_size
             return self._samples >= self.local_steps * self._batch_size
+        self.tracker.target_batch_size = self.local_steps * self._batch_size * max(self.num_peers, 2)
         return self._samples > 0 and bool(self.tracker.ready_to_update_epoch)
 
     def _take_finished_work(self) -> None:
         """Apply an exchange or a download that has finished in the background; start a download due."""
         looking = self._round is not None and self._round.stage == AveragingStage.LOOKING_FOR_GROUP
-        if looking and self.num_peers == 1:
+        if looking and self.alone():
             logger.info("Every other peer left before this exchange began: this peer steps alone")
             self._round.cancel()
         if self._round is not None and self._round.done():
@@ -255,7 +273,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             self._finish_download()
         if self._round is None and self._download is None and self._resync_needed:
             self._resync_needed = False
-            if self.num_peers > 1:
+            if not self.alone():
                 self._start_download()
 
     def _skip_batch(self) -> None:
@@ -281,7 +299,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             for param, outer in zip(self._params, self.outer_params, strict=True):
                 param.copy_(outer)
         self._samples = 0
-        self._resync_needed = self.num_peers > 1
+        self._resync_needed = not self.alone()
 
     # --- exchanges -------------------------------------------------------------------------------
 
@@ -289,7 +307,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         behind = self.tracker.local_progress.epoch > self.outer_epoch or (
             self.tracker.global_epoch > self.outer_epoch + 1
         )
-        if behind and self.num_peers > 1 and not self._tried_catching_up:
+        if behind and not self.alone() and not self._tried_catching_up:
             # The swarm has applied a step this peer did not (a newcomer, a failed round): catch up
             # first, so that this peer's change is measured from the same outer parameters as theirs.
             self._tried_catching_up = True
@@ -308,12 +326,13 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             self._restart_from_outer()
             return
         self._sent = sent
-        if self.num_peers == 1:
+        if self.alone():
             self.step_averaged = True
             self.last_group_size = 1
+            self.last_group = frozenset({self.dht.peer_id.to_bytes()})
             self._apply_outer_step(sent)
             return
-        self.averager.set_target_group_size(self.num_peers)
+        self.averager.set_target_group_size(max(self.num_peers, 2))
         outer_print = fingerprint(self.outer_params)
         self._round = self.averager.step(
             gather=(*outer_print, self.outer_epoch),
@@ -342,9 +361,10 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         gathered: dict[bytes, Any] = {}
         if not control.cancelled() and control.exception() is None and control.result() is not None:
             gathered = {peer.to_bytes(): data for peer, data in control.result().items()}
-        if not gathered and self.num_peers == 1:
+        if not gathered and self.alone():
             self.step_averaged = True  # the others left before the round: the collaboration is this peer
             self.last_group_size = 1
+            self.last_group = frozenset({self.dht.peer_id.to_bytes()})
             self._apply_outer_step(sent)
             return
         if not gathered:
@@ -358,6 +378,10 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             )
             self._unsend()
             self._resync_needed = True
+            # Whoever has a record but did not come is gone or late: the peer does not wait for it
+            # until it reports again (a live one does within a second).
+            me = self.dht.peer_id.to_bytes()
+            self.tracker.mark_absent(set(self.tracker.known_peer_ids) - {me})
             return
         with self.averager.get_tensors() as buffers:
             averaged = [buffer.clone() for buffer in buffers]
@@ -378,6 +402,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         keep, why = keeps_its_state(me, gathered, set(self.tracker.active_peer_ids) | group)
         self.step_averaged = True
         self.last_group_size = len(group)
+        self.last_group = frozenset(group)
         self._apply_outer_step(averaged, sent)
         if not keep:
             logger.info("%s: downloading the collaboration's parameters", why)
@@ -468,6 +493,7 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
                 param.add_(moved.to(param.device, param.dtype))
         self.step_averaged = True
         self.last_group_size = 0
+        self.last_group = frozenset()
         self.averager.state_sharing_priority = float(self.outer_epoch)
         # Joining while the others exchange: this peer's first change goes with their next exchange.
         current = max(epoch, int(self.tracker.global_epoch))

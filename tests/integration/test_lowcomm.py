@@ -24,16 +24,16 @@ def local_config(run_id: str, steps: int, **changes: Any) -> PeerConfig:
 
 
 def assert_agree_at_every_common_step(histories: list[dict[int, dict[str, Any]]]) -> set[int]:
-    """Every outer step that these peers all took in rounds of two or more: identical outer parameters
-    (the caller makes sure such rounds were the same round).
+    """Every outer step that these peers all took in one and the same round: identical outer parameters.
 
-    Peers that start at once can first form different groups (or step alone), each calling its step 1;
-    the smaller side downloads the other's state at the next round.
+    Peers that start at once, or a busy machine's failed round, can give two rounds the same step
+    number (or a peer steps alone); whoever is behind or in the minority downloads the others' state
+    at the next round. So parameters are compared where every peer's round held all of them.
     """
     common = {
         step
         for step in set.intersection(*(set(h) for h in histories))
-        if all(h[step]["group"] >= 2 for h in histories)
+        if all({other[step]["me"] for other in histories} <= set(h[step]["round"]) for h in histories)
     }
     for step in sorted(common):
         differences = [max_difference(histories[0][step]["params"], h[step]["params"]) for h in histories[1:]]
@@ -52,7 +52,7 @@ def test_outer_parameters_are_identical_after_every_outer_step(start_peer: Start
     assert [first.finish(), second.finish()] == [0, 0], [first.process.tail(), second.process.tail()]
     histories = [first.steps(), second.steps()]
     common = assert_agree_at_every_common_step(histories)
-    assert len(common) >= steps - 2, f"the peers exchanged together at steps {sorted(common)}"
+    assert len(common) >= steps // 2, f"the peers exchanged together at steps {sorted(common)}"
     # A round can fail on a busy machine: the peer then takes the others' parameters, and agrees again.
     assert all(h[max(h)]["failed_rounds"] <= 2 for h in histories)
     losses = [e["loss"] for _, e in sorted(histories[0].items()) if e["loss"] == e["loss"]]  # not NaN
@@ -74,7 +74,6 @@ def test_a_newcomer_downloads_the_outer_state_mid_run_and_agrees_from_then_on(
     histories = [peer.steps() for peer in peers]
     assert min(histories[2]) >= 4, "the newcomer started from the collaboration's outer state"
     assert joined["step"] >= 4 or min(histories[2]) > joined["step"]
-    # With three peers, two whose rounds both held two or more peers were in the same round.
     later = set()
     for other in histories[:2]:
         pair = assert_agree_at_every_common_step([histories[2], other])
@@ -97,7 +96,8 @@ def test_a_peer_that_leaves_between_exchanges_is_not_waited_for(start_peer: Star
     after = [e for step, e in history.items() if step > left_at + 1]
     assert len(after) >= 8, "the remaining peer went on stepping (alone)"
     assert all(e["group"] == 1 for e in after[1:])
-    assert history[max(history)]["failed_rounds"] <= 1
+    # Until it has seen nobody for `alone_after`, the remaining peer's rounds look for the leaver.
+    assert history[max(history)]["failed_rounds"] <= 3
 
 
 def test_the_outer_state_survives_a_restart_from_a_checkpoint(

@@ -67,6 +67,7 @@ def emit(event: dict[str, Any]) -> None:
 def run_peer(config: PeerConfig) -> None:
     import lightning.pytorch as pl
     import torch
+    from hivemind.p2p import PeerID
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -204,6 +205,9 @@ def run_peer(config: PeerConfig) -> None:
                     "failed_rounds": int(optimizer.failed_rounds),
                     "waited": round(float(getattr(optimizer, "waited_seconds", 0.0)), 3),
                     "group": int(optimizer.last_group_size),
+                    # Who took this outer step together: peers compare parameters only within a round.
+                    "me": optimizer.dht.peer_id.to_base58(),
+                    "round": sorted(PeerID(peer).to_base58() for peer in optimizer.last_group),
                     "loss": self.last_loss,
                 }
             )
