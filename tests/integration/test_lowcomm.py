@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 StartPeer = Callable[..., Peer]
 # hivemind asks for a matchmaking time above its 3 s request timeout; groups close early once full.
-LOCAL = {"local_steps": 5, "matchmaking_time": 5.0}
+LOCAL = {"local_steps": 20, "matchmaking_time": 5.0}
 
 
 def local_config(run_id: str, steps: int, **changes: Any) -> PeerConfig:
@@ -52,7 +52,7 @@ def test_outer_parameters_are_identical_after_every_outer_step(start_peer: Start
     assert [first.finish(), second.finish()] == [0, 0], [first.process.tail(), second.process.tail()]
     histories = [first.steps(), second.steps()]
     common = assert_agree_at_every_common_step(histories)
-    assert len(common) >= steps // 2, f"the peers exchanged together at steps {sorted(common)}"
+    assert len(common) >= 3, f"the peers exchanged together at steps {sorted(common)}"
     # A round can fail on a busy machine: the peer then takes the others' parameters, and agrees again.
     assert all(h[max(h)]["failed_rounds"] <= 2 for h in histories)
     losses = [e["loss"] for _, e in sorted(histories[0].items()) if e["loss"] == e["loss"]]  # not NaN
