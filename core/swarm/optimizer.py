@@ -224,7 +224,17 @@ class CollaborativeOptimizer(OverlappedSteps):
 
         hivemind relabels a state that is one step behind as current, which would leave this peer one
         update apart from the others for good: hence the retries.
+
+        Whatever the outcome, the learning-rate schedule ends at this peer's step: an overlapped step
+        whose update was dropped had advanced the epoch but not the schedule, and a download that
+        failed or was refused leaves the schedule where hivemind's step would have moved it.
         """
+        try:
+            self._load_state_with_retries(**kwargs)
+        finally:
+            self.state_averager._update_scheduler()
+
+    def _load_state_with_retries(self, **kwargs: Any) -> None:
         for _ in range(_LOAD_ATTEMPTS):
             before = int(self.local_epoch)
             self.discard_pending_update()

@@ -42,6 +42,7 @@ METHODS = [
     (DecentralizedAverager, "get_current_state", ["self"]),
     (TrainingStateAverager, "load_state_from_peers", ["self", "kwargs"]),
     (TrainingStateAverager, "get_current_state", ["self"]),
+    (TrainingStateAverager, "_update_scheduler", ["self"]),
     (GradientAverager, "schedule_step", ["self", "scheduled_time", "kwargs"]),
     (GradientAverager, "load_accumulators_into_averager_", ["self"]),
     (DecentralizedAverager, "_step", ["self", "step", "future_for_init"]),
