@@ -69,6 +69,7 @@ class TrayApp(QObject):
         self.detect_devices = detect_devices
         self.worker_env = worker_env or {}
         self.state = AppState()
+        self.state.price_per_kwh, self.state.currency = settings.price_per_kwh, settings.currency
         self.bridge = WorkerBridge(factory, self)
         self.bridge.received.connect(self.on_event)
         self.tray = TrayIcon(self) if use_tray else None
@@ -263,6 +264,7 @@ class TrayApp(QObject):
         """New settings: restart the worker when what it was started with changed, re-check the policy."""
         old = self.bridge.options
         self.settings = settings
+        self.state.price_per_kwh, self.state.currency = settings.price_per_kwh, settings.currency
         if self.token is not None and self.bridge.started and old is not None:
             new = worker_options(settings, self.token, self.worker_env)
             if new != old:

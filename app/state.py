@@ -56,6 +56,11 @@ class Progress:
     total_samples: int | None = None
     #: The low-communication mode's local steps between exchanges; None: synchronous steps.
     local_steps: int | None = None
+    energy_wh: float | None = None  # this session
+    energy_total_wh: float | None = None  # this run, on this computer
+    energy_estimated: bool = False
+    temperature: float | None = None  # the hottest device, °C
+    governor: str | None = None  # what the energy governor is doing, when it slows training
 
 
 @dataclass
@@ -66,6 +71,7 @@ class History:
     collab_sps: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     loss: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     peers: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    temperature: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     version: int = 0
 
     def add(self, when: float, progress: Progress) -> None:
@@ -74,6 +80,7 @@ class History:
             (self.collab_sps, progress.collab_sps),
             (self.loss, progress.loss),
             (self.peers, progress.peers),
+            (self.temperature, progress.temperature),
         )
         for series, value in pairs:
             if value is not None:
@@ -98,6 +105,8 @@ class AppState:
         self.device: str | None = None  # the training device's name, as the worker said hello
         self.device_id: str | None = None  # the same as torch names it: "cuda:0", "cpu", "mps"
         self.base_seconds = 0.0  # this machine's training time for the run before this session
+        self.price_per_kwh: float | None = None  # from the settings: energy shown as a cost too
+        self.currency = ""
         self.version = 0
         self._training_since: float | None = None
         self._trained_seconds = 0.0
@@ -257,6 +266,11 @@ class AppState:
             session_samples=_integer(event.get("session_samples")),
             total_samples=_integer(event.get("total_samples")),
             local_steps=_integer(event.get("local_steps")) if event.get("mode") == "local" else None,
+            energy_wh=_number(event.get("energy_wh")),
+            energy_total_wh=_number(event.get("energy_total_wh")),
+            energy_estimated=event.get("energy_estimated") is True,
+            temperature=_hottest(event.get("temperatures")),
+            governor=event.get("governor") if isinstance(event.get("governor"), str) else None,
         )
         self.history.add(when, self.progress)
         self._changed()
@@ -354,7 +368,8 @@ class AppState:
             parts.append(f"{p.peers} peer" + ("" if p.peers == 1 else "s"))
         if p.step is not None:
             parts.append(f"step {p.step:,}")
-        return ", ".join(parts)
+        words = ", ".join(parts)
+        return f"{words} · {p.governor}" if p.governor else words
 
 
 def format_rate(value: float) -> str:
@@ -404,6 +419,13 @@ def _number(value: object) -> float | None:
 def _integer(value: object) -> int | None:
     number = _number(value)
     return None if number is None else int(number)
+
+
+def _hottest(value: object) -> float | None:
+    if not isinstance(value, dict):
+        return None
+    found = [number for number in map(_number, value.values()) if number is not None]
+    return max(found) if found else None
 
 
 def _torch_device(kind: object, index: object) -> str | None:

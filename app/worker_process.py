@@ -51,6 +51,9 @@ def worker_options(settings: Settings, token: str, env: Mapping[str, str] | None
         device=settings.device or "auto",
         memory_cap_gb=settings.memory_cap_gb,
         cpu_threads=settings.cpu_threads,
+        temperature_limit_c=settings.temperature_limit_c,
+        power_limit=settings.power_limit,
+        daily_energy_wh=settings.daily_energy_wh,
         env=dict(env or {}),
     )
 

@@ -10,6 +10,7 @@ never from the subpackages, so that the layout below can change without breaking
   and its supervisor
 - ``commands/``: the ``hiveling`` command (host, volunteer, demo); nothing imports it
 - ``recipes/``: the models a run may train
+- ``energy/``: what training costs in energy, and the governor that keeps it within limits
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ _PUBLIC = {
     "configure_logging": "hiveling.core.logs",
     "config": "hiveling.core.config",
     "paths": "hiveling.core.paths",
+    "format_energy": "hiveling.core.energy.meter",
+    "energy_cost": "hiveling.core.energy.meter",
+    "parse_power_limit": "hiveling.core.energy.governor",
 }
 
 __all__ = [
@@ -65,13 +69,16 @@ __all__ = [
     "config",
     "configure_logging",
     "detect_devices",
+    "energy_cost",
     "find_recipe",
     "fit_batch_size",
+    "format_energy",
     "load_contribution",
     "load_settings",
     "looks_like_invite",
     "make_event",
     "parse_invite",
+    "parse_power_limit",
     "paths",
     "qr",
     "save_settings",
@@ -81,6 +88,8 @@ __all__ = [
 if TYPE_CHECKING:
     from hiveling.core import config, paths
     from hiveling.core.config import Settings, load_contribution, load_settings, save_settings, write_json
+    from hiveling.core.energy.governor import parse_power_limit
+    from hiveling.core.energy.meter import energy_cost, format_energy
     from hiveling.core.invites import qr
     from hiveling.core.invites.invite import Invite, InviteError, looks_like_invite, parse_invite
     from hiveling.core.logs import configure_logging

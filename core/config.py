@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 TOTALS_FILE = "contribution.json"
+ENERGY_DAY_FILE = "energy-today.json"  # the machine's training energy today, all runs: the daily budget
 
 
 @dataclass
@@ -33,6 +34,15 @@ class Settings:
     start_at_login: bool = False
     invite: str | None = None  # the run last joined
     known_organizers: dict[str, str] = field(default_factory=dict)  # run name -> organizer fingerprint
+    # Energy: the governor's limits (None: no limit) and the price that turns Wh into a cost.
+    temperature_limit_c: float | None = None
+    power_limit: str | None = None  # "120W" or "60%" of the devices' rating
+    daily_energy_wh: float | None = None
+    price_per_kwh: float | None = None  # None: no cost is shown
+    currency: str = ""
+
+
+NUMBER_OR_NONE = ("memory_cap_gb", "cpu_threads", "temperature_limit_c", "daily_energy_wh", "price_per_kwh")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -78,6 +88,12 @@ def load_settings(path: Path | None = None) -> Settings:
             expected = type(default).__name__
             logger.warning("Ignoring setting %s=%r in %s (expected %s)", key, value, path, expected)
             continue
+        if key in NUMBER_OR_NONE and not (value is None or _same_kind(1.0, value)):
+            logger.warning("Ignoring setting %s=%r in %s (expected a number)", key, value, path)
+            continue
+        if key == "power_limit" and not (value is None or isinstance(value, str)):
+            logger.warning("Ignoring setting power_limit=%r in %s (expected like 120W or 60%%)", value, path)
+            continue
         if (
             key == "schedule"
             and value is not None
@@ -110,6 +126,7 @@ class Contribution:
     samples: int = 0
     seconds: float = 0.0
     finished_at: int | None = None  # the run's last step, once this machine trained up to it
+    energy_wh: float = 0.0  # energy training used for this run, as the meter counted it
 
 
 def load_contribution(run_id: str) -> Contribution:
@@ -120,6 +137,7 @@ def load_contribution(run_id: str) -> Contribution:
             samples=int(raw.get("samples", 0)),
             seconds=float(raw.get("seconds", 0.0)),
             finished_at=None if finished is None else int(finished),
+            energy_wh=float(raw.get("energy_wh", 0.0)),
         )
     except (TypeError, ValueError):
         logger.warning("Ignoring corrupted contribution totals of run %s", run_id)
@@ -128,3 +146,16 @@ def load_contribution(run_id: str) -> Contribution:
 
 def save_contribution(run_id: str, totals: Contribution) -> None:
     write_json(paths.run_dir(run_id) / TOTALS_FILE, dataclasses.asdict(totals))
+
+
+def load_energy_day() -> tuple[str, float] | None:
+    """(ISO date, Wh) of this machine's training energy on that day, for the daily budget."""
+    raw = read_json(paths.data_dir() / ENERGY_DAY_FILE) or {}
+    try:
+        return str(raw["day"]), float(raw["wh"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def save_energy_day(day: str, wh: float) -> None:
+    write_json(paths.data_dir() / ENERGY_DAY_FILE, {"day": day, "wh": round(wh, 4)})

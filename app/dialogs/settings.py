@@ -1,4 +1,5 @@
-"""The settings dialog: which device trains and how much of it, when to train, starting at login."""
+"""The settings dialog: which device trains and how much of it, when to train, starting at login, and
+the energy limits and price."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QSpinBox,
     QTabWidget,
     QTimeEdit,
@@ -82,6 +84,11 @@ class SettingsDialog(QDialog):
         when_layout.addStretch()
         self.tabs.addTab(device_page, "Device")
         self.tabs.addTab(when_page, "When to train")
+        energy_page = QWidget()
+        energy_layout = QVBoxLayout(energy_page)
+        energy_layout.addWidget(self._energy_group(settings))
+        energy_layout.addStretch()
+        self.tabs.addTab(energy_page, "Energy")
         layout.addWidget(self.tabs)
         self.error = QLabel()
         self.error.setStyleSheet(ERROR_STYLE)
@@ -203,6 +210,76 @@ class SettingsDialog(QDialog):
         column.addWidget(self.start_at_login)
         return group
 
+    def _energy_group(self, settings: Settings) -> QGroupBox:
+        from hiveling.core import parse_power_limit
+
+        group = QGroupBox("Keep the computer cool, quiet and cheap")
+        form = QFormLayout(group)
+        self.temperature_limit = QSpinBox()
+        self.temperature_limit.setRange(0, 110)
+        self.temperature_limit.setSuffix(" °C")
+        self.temperature_limit.setSpecialValueText("No limit")
+        limit = settings.temperature_limit_c
+        self.temperature_limit.setValue(int(limit) if limit else 0)
+        self.temperature_limit.setToolTip(
+            "Above this, Hiveling trains more slowly, then pauses, until the processor and graphics card "
+            "have cooled down 5 °C under it."
+        )
+        form.addRow("Temperature limit:", self.temperature_limit)
+
+        self.power_limit = QSpinBox()
+        self.power_limit.setRange(0, 5000)
+        self.power_limit.setSpecialValueText("No limit")
+        self.power_unit = QComboBox()
+        self.power_unit.addItem("watts", "W")
+        self.power_unit.addItem("% of the device's rating", "%")
+        watts, share = (None, None)
+        if settings.power_limit:
+            try:
+                watts, share = parse_power_limit(settings.power_limit)
+            except ValueError:
+                logger.warning("Ignoring the power limit %r in the settings", settings.power_limit)
+        self.power_unit.setCurrentIndex(1 if share is not None else 0)
+        self.power_limit.setValue(round(share * 100) if share is not None else int(watts or 0))
+        self.power_limit.setToolTip("Hiveling rests between batches to keep the device's power under this.")
+        power_row = QHBoxLayout()
+        power_row.addWidget(self.power_limit)
+        power_row.addWidget(self.power_unit)
+        form.addRow("Power limit:", power_row)
+
+        self.daily_energy = QSpinBox()
+        self.daily_energy.setRange(0, 100_000)
+        self.daily_energy.setSuffix(" Wh")
+        self.daily_energy.setSpecialValueText("No limit")
+        self.daily_energy.setValue(int(settings.daily_energy_wh or 0))
+        self.daily_energy.setToolTip(
+            "Once training has used this much energy today, it pauses until midnight."
+        )
+        form.addRow("Energy per day:", self.daily_energy)
+
+        self.price = QDoubleSpinBox()
+        self.price.setRange(0, 100)
+        self.price.setDecimals(3)
+        self.price.setSingleStep(0.01)
+        self.price.setSpecialValueText("Not set (no cost shown)")
+        self.price.setValue(settings.price_per_kwh or 0)
+        self.currency = QLineEdit(settings.currency)
+        self.currency.setMaxLength(8)
+        self.currency.setPlaceholderText("EUR, USD, …")
+        price_row = QHBoxLayout()
+        price_row.addWidget(self.price)
+        price_row.addWidget(QLabel("per kWh, in"))
+        price_row.addWidget(self.currency)
+        form.addRow("Electricity price:", price_row)
+        return group
+
+    def _power_limit_text(self) -> str | None:
+        value = self.power_limit.value()
+        if not value:
+            return None
+        unit = self.power_unit.currentData()
+        return f"{min(value, 100)}%" if unit == "%" else f"{value}W"
+
     # --- devices --------------------------------------------------------------------------------
 
     def set_devices(self, devices: Sequence[Device]) -> None:
@@ -258,6 +335,11 @@ class SettingsDialog(QDialog):
             schedule=schedule,
             start_at_login=self.start_at_login.isChecked(),
             known_organizers=dict(self.settings.known_organizers),
+            temperature_limit_c=float(self.temperature_limit.value()) or None,
+            power_limit=self._power_limit_text(),
+            daily_energy_wh=float(self.daily_energy.value()) or None,
+            price_per_kwh=self.price.value() or None,
+            currency=self.currency.text().strip(),
         )
 
     def accept(self) -> None:

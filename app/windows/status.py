@@ -87,12 +87,16 @@ class StatusWindow(QWidget):
 
         self.session = QLabel()
         self.all_time = QLabel()
+        self.energy = QLabel()
+        self.energy.setWordWrap(True)
         mine = QGroupBox("This computer's contribution")
         mine_grid = QGridLayout(mine)
         mine_grid.addWidget(QLabel("This session"), 0, 0)
         mine_grid.addWidget(self.session, 0, 1)
         mine_grid.addWidget(QLabel("All time, this run"), 1, 0)
         mine_grid.addWidget(self.all_time, 1, 1)
+        mine_grid.addWidget(QLabel("Energy"), 2, 0)
+        mine_grid.addWidget(self.energy, 2, 1)
         mine_grid.setColumnStretch(1, 1)
         boxes = QHBoxLayout()
         boxes.addWidget(run_box, 1)
@@ -101,7 +105,11 @@ class StatusWindow(QWidget):
         self.speed_chart = Chart("Samples per second")
         self.loss_chart = Chart("Loss (lower is better)", zero_based=False)
         self.peers_chart = Chart("Computers training together", whole=True)
+        # Shown once the worker reports a temperature (not every computer exposes one).
+        self.temperature_chart = Chart("Temperature (°C), hottest device")
+        self.temperature_chart.hide()
         charts = QGridLayout()
+        self.charts = charts
         charts.addWidget(self.speed_chart, 0, 0, 1, 2)
         charts.addWidget(self.loss_chart, 1, 0)
         charts.addWidget(self.peers_chart, 1, 1)
@@ -174,6 +182,7 @@ class StatusWindow(QWidget):
         self.eta.setText(_eta_words(p.eta_seconds) if training else "–")
         self.session.setText(_share_words(p.session_samples, state.session_seconds()))
         self.all_time.setText(_share_words(p.total_samples, state.total_seconds()))
+        self.energy.setText(_energy_words(p, state.price_per_kwh, state.currency))
         if self.isVisible():
             self._render_charts()
 
@@ -210,6 +219,12 @@ class StatusWindow(QWidget):
         )
         self.loss_chart.set_series([("", history.loss)])
         self.peers_chart.set_series([("", history.peers)])
+        if history.temperature and self.temperature_chart.isHidden():
+            self.charts.removeWidget(self.speed_chart)
+            self.charts.addWidget(self.speed_chart, 0, 0)
+            self.charts.addWidget(self.temperature_chart, 0, 1)
+            self.temperature_chart.show()
+        self.temperature_chart.set_series([("", history.temperature)])
 
 
 WELCOME = (
@@ -251,6 +266,21 @@ def _gathered_words(accumulated: int | None, target: int | None) -> str:
 def _share_words(samples: int | None, seconds: float) -> str:
     count = f"{samples:,} samples" if samples is not None else "no samples yet"
     return f"{count}, {format_time_trained(seconds)} of training"
+
+
+def _energy_words(p: Any, price_per_kwh: float | None, currency: str) -> str:
+    """'12.3 Wh this session, 0.31 kWh for this run (estimated) · 0.09 EUR in all'."""
+    from hiveling.core import energy_cost, format_energy
+
+    if p.energy_wh is None:
+        return "–"
+    words = f"{format_energy(p.energy_wh)} this session"
+    if p.energy_total_wh is not None:
+        words += f", {format_energy(p.energy_total_wh)} for this run"
+    if p.energy_estimated:
+        words += " (estimated)"
+    price = energy_cost(p.energy_total_wh or p.energy_wh, price_per_kwh, currency)
+    return f"{words} · {price} in all" if price else words
 
 
 def _eta_words(seconds: float | None) -> str:

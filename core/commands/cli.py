@@ -143,6 +143,39 @@ def add_worker_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--announce-addr", action="append", default=[], help="multiaddr peers reach us at (default: detected)"
     )
+    parser.add_argument(
+        "--temperature-limit",
+        type=float,
+        default=None,
+        metavar="CELSIUS",
+        help="slow down, then pause, to keep the GPU and CPU under this temperature "
+        "(default: settings, else none)",
+    )
+    parser.add_argument(
+        "--power-limit",
+        default=None,
+        metavar="LIMIT",
+        help="keep the device's power under this: watts (120W) or a share of its rating (60%%) "
+        "(default: settings, else none)",
+    )
+    parser.add_argument(
+        "--daily-energy",
+        type=float,
+        default=None,
+        metavar="WH",
+        help="energy training may use per day, in Wh; then it pauses until midnight "
+        "(default: settings, else none)",
+    )
+    parser.add_argument(
+        "--price-per-kwh",
+        type=float,
+        default=None,
+        metavar="PRICE",
+        help="your electricity price, to show what training costs (default: settings, else no cost shown)",
+    )
+    parser.add_argument(
+        "--currency", default=None, help="the price's currency, shown beside costs (default: settings)"
+    )
     parser.add_argument("--max-step", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--progress-interval", type=float, default=2.0, help=argparse.SUPPRESS)
 
@@ -225,13 +258,20 @@ def run_tray() -> int:
 
 
 def run_devices(as_json: bool) -> int:
+    from hiveling.core.energy.sensors import energy_sources
     from hiveling.core.machine.devices import describe, detect_devices, to_json
 
     devices = detect_devices()
+    sources = {device.torch_device: energy_sources(device.kind) for device in devices}
     if as_json:
-        print(json.dumps(to_json(devices), indent=2))
-    else:
-        print(describe(devices))
+        print(json.dumps([{**d, **sources[d["torch_device"]]} for d in to_json(devices)], indent=2))
+        return EXIT_OK
+    print(describe(devices))
+    print("\nEnergy and temperature:")
+    width = max(len(name) for name in sources)
+    for name, source in sources.items():
+        print(f"  {name.ljust(width)}  energy: {source['energy']}")
+        print(f"  {''.ljust(width)}  temperature: {source['temperature']}")
     return EXIT_OK
 
 

@@ -27,8 +27,10 @@ class Parser(argparse.ArgumentParser):
 class Output:
     """Prints events as human lines or JSON, from the supervisor's thread; remembers how it ended."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, price_per_kwh: float | None = None, currency: str = "") -> None:
         self.as_json = as_json
+        self.price_per_kwh = price_per_kwh  # turns the energy on progress lines into a cost
+        self.currency = currency
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.fatal: Event | None = None
@@ -50,7 +52,7 @@ class Output:
             if self.as_json:
                 print(json.dumps(event), flush=True)
             else:
-                line = describe_event(event)
+                line = describe_event(event, self.price_per_kwh, self.currency)
                 if line:
                     print(line, flush=True)
         if (

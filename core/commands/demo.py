@@ -42,6 +42,8 @@ class Member:
     fingerprints: dict[int, list[float]] = field(default_factory=dict)
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    energy_wh: float | None = None
+    energy_source: str | None = None  # how the worker measures it (or estimates it)
 
     def __call__(self, event: Event) -> None:
         kind = event.get("type")
@@ -56,6 +58,8 @@ class Member:
             self.peers = int(event.get("peers") or 1)
             self.collab_sps = float(event.get("collab_sps") or 0.0)
             self.samples = int(event.get("session_samples") or 0)
+            if isinstance(event.get("energy_wh"), int | float):
+                self.energy_wh = float(event["energy_wh"])
             self.history.append((time.monotonic() - self.started, self.loss, self.accuracy))
             self.samples_history.append((time.monotonic() - self.started, self.samples))
         elif kind == "state" and event.get("state") in ("stopping", "stopped", "failed"):
@@ -63,6 +67,8 @@ class Member:
             if event.get("fingerprints"):
                 self.fingerprints = {int(k): v for k, v in event["fingerprints"].items()}
             self._note_accuracy(event.get("accuracy"))
+        elif kind == "hello" and isinstance(event.get("energy_source"), str):
+            self.energy_source = event["energy_source"]
         elif kind == "error" and event.get("fatal"):
             self.error = str(event.get("message"))
 
@@ -210,12 +216,25 @@ def summarize(members: list[Member]) -> int:
     )
     if host.first_accuracy is not None and host.accuracy is not None:
         print(f"Accuracy: {host.first_accuracy:.0%} at the start, {host.accuracy:.0%} at the end.")
+    say_energy(members)
     ok = same and not failed and after < before
     if not ok:
         from hiveling.core import paths
 
         print(f"Every peer's log is in {paths.log_dir() / 'hiveling.log'}.")
     return 0 if ok else 1
+
+
+def say_energy(members: list[Member]) -> None:
+    """'Energy: 3.1 Wh for the 3 peers, estimated from the CPU time ...'"""
+    from hiveling.core.energy.meter import format_energy
+
+    measured = [m for m in members if m.energy_wh is not None]
+    if not measured:
+        return
+    total = sum(m.energy_wh or 0.0 for m in measured)
+    how = next((m.energy_source for m in measured if m.energy_source), None)
+    print(f"Energy: {format_energy(total)} for the {len(measured)} peers" + (f", {how}." if how else "."))
 
 
 def draw_chart(members: list[Member], path: Path) -> None:

@@ -330,6 +330,15 @@ def run_host(args: Any) -> int:
     threading.Thread(target=show_invite, daemon=True).start()
     interrupted = wait_for_signal_or(output.done)
     host.stop()
+    last = output.last_progress or {}
+    if isinstance(last.get("swarm_energy_wh"), int | float):
+        from hiveling.core.energy.meter import format_energy
+
+        peers = last.get("swarm_energy_peers") or 0
+        output.say(
+            f"Energy: the run's {peers} peers reported {format_energy(last['swarm_energy_wh'])} of training "
+            "in all (their own measurements or estimates)."
+        )
     if host.error is not None:
         print(f"hiveling host: {host.error}", file=sys.stderr)
         return EXIT_USAGE

@@ -32,7 +32,35 @@ def format_bytes(value: int | None) -> str:
     return f"{value} B"
 
 
-def describe_progress(event: Event) -> str:
+def describe_energy(event: Event, price_per_kwh: float | None = None, currency: str = "") -> str | None:
+    """'4.2 Wh this session (estimated), 0.01 EUR · CPU 64 °C · cooling down: ...'; None without figures."""
+    from hiveling.core.energy.meter import energy_cost, format_energy
+
+    wh = event.get("energy_wh")
+    if not isinstance(wh, int | float):
+        return None
+    text = f"{format_energy(wh)} this session" + (" (estimated)" if event.get("energy_estimated") else "")
+    price = energy_cost(wh, price_per_kwh, currency)
+    if price:
+        text += f", {price}"
+    temperatures = event.get("temperatures")
+    if isinstance(temperatures, dict):
+        for kind in ("gpu", "cpu"):
+            if isinstance(temperatures.get(kind), int | float):
+                text += f" · {kind.upper()} {temperatures[kind]:.0f} °C"
+    if event.get("governor"):
+        text += f" · {event['governor']}"
+    swarm = event.get("swarm_energy_wh")
+    if isinstance(swarm, int | float):
+        peers = event.get("swarm_energy_peers") or 0
+        text += f" · the run: {format_energy(swarm)} from {peers} peer{'s' if peers != 1 else ''}"
+        price = energy_cost(swarm, price_per_kwh, currency)
+        if price:
+            text += f", {price}"
+    return text
+
+
+def describe_progress(event: Event, price_per_kwh: float | None = None, currency: str = "") -> str:
     """One line: 'step 12 · 3 peers · 840 samples/s (this machine 210/s) · 96/256 · next in 4 s · ...'.
 
     In the low-communication mode the line starts with the mode, and counts toward the next exchange.
@@ -65,14 +93,17 @@ def describe_progress(event: Event) -> str:
     if event.get("total_seconds"):
         contributed += f" in {format_duration(event['total_seconds'])} of training"
     parts.append(contributed)
+    energy = describe_energy(event, price_per_kwh, currency)
+    if energy:
+        parts.append(energy)
     return " · ".join(parts)
 
 
-def describe_event(event: Event) -> str | None:
+def describe_event(event: Event, price_per_kwh: float | None = None, currency: str = "") -> str | None:
     """The line to print for an event, or None for events a person need not see."""
     kind = event.get("type")
     if kind == "progress":
-        return describe_progress(event)
+        return describe_progress(event, price_per_kwh, currency)
     if kind == "state":
         state = str(event.get("state", "?"))
         reason = event.get("reason")

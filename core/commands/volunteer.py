@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from hiveling.core.commands.console import (
     EXIT_FAILED,
@@ -14,7 +15,7 @@ from hiveling.core.commands.console import (
     UsageError,
     wait_for_signal_or,
 )
-from hiveling.core.config import load_settings
+from hiveling.core.config import Settings, load_settings
 from hiveling.core.worker.command import WorkerOptions
 from hiveling.core.worker.supervisor import Supervisor
 
@@ -69,6 +70,7 @@ def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
         check_multiaddrs(list(args.announce_addr), "--announce-addr")
     except PeerAddressError as error:
         raise UsageError(str(error)) from error
+    limits = energy_limits(args, settings)
     if settings.cpu_threads is not None and settings.cpu_threads < 1:
         settings.cpu_threads = None  # a hand-edited settings file; the default is fine
     if settings.memory_cap_gb is not None and not settings.memory_cap_gb > 0:
@@ -83,7 +85,31 @@ def options_from(args: argparse.Namespace, token: str) -> WorkerOptions:
         announce=tuple(args.announce_addr),
         max_step=args.max_step,
         progress_interval=args.progress_interval,
+        **limits,
     )
+
+
+def energy_limits(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The governor's limits, from the flags, else the settings; a bad flag is refused in one line."""
+    from hiveling.core.energy.governor import parse_power_limit
+
+    temperature = args.temperature_limit
+    if temperature is None:
+        temperature = settings.temperature_limit_c
+    if temperature is not None and not 30 <= temperature <= 110:
+        raise UsageError(f"--temperature-limit must be between 30 and 110 °C, got {temperature:g}")
+    daily = args.daily_energy if args.daily_energy is not None else settings.daily_energy_wh
+    if daily is not None and not daily > 0:
+        raise UsageError(f"--daily-energy must be a positive number of Wh, got {daily:g}")
+    power = args.power_limit if args.power_limit is not None else settings.power_limit
+    if power is not None:
+        try:
+            parse_power_limit(power)
+        except ValueError as error:
+            raise UsageError(f"--power-limit: {error}") from None
+    if args.price_per_kwh is not None and not args.price_per_kwh >= 0:
+        raise UsageError(f"--price-per-kwh must be zero or more, got {args.price_per_kwh:g}")
+    return {"temperature_limit_c": temperature, "power_limit": power, "daily_energy_wh": daily}
 
 
 def run_volunteer(args: argparse.Namespace) -> int:
@@ -95,7 +121,9 @@ def run_volunteer(args: argparse.Namespace) -> int:
         print(f"hiveling: {error}", file=sys.stderr)
         return EXIT_USAGE
     options = options_from(args, invite.token)
-    output = Output(args.json)
+    settings = load_settings()
+    price = args.price_per_kwh if args.price_per_kwh is not None else settings.price_per_kwh
+    output = Output(args.json, price, args.currency if args.currency is not None else settings.currency)
     if not args.json:
         from hiveling.core.commands.report import describe_invite
 
@@ -115,6 +143,9 @@ def run_volunteer(args: argparse.Namespace) -> int:
     if output.last_progress is not None:
         total = output.last_progress.get("total_samples") or 0
         output.say(f"This machine has contributed {total:,} samples to {invite.run_name}.")
+        energy = describe_energy_total(output.last_progress, output.price_per_kwh, output.currency)
+        if energy:
+            output.say(energy)
     if output.finished:
         output.say(f"“{invite.run_name}” has reached its last step and is finished. Thank you for your help!")
     if interrupted or output.bye_code == 0:
@@ -122,6 +153,22 @@ def run_volunteer(args: argparse.Namespace) -> int:
     if output.bye_code == 2:
         return EXIT_USAGE
     return EXIT_FAILED if supervisor.state == "failed" or output.fatal is not None else EXIT_OK
+
+
+def describe_energy_total(event: dict[str, Any], price_per_kwh: float | None, currency: str) -> str | None:
+    """'Energy: 12.4 Wh this session, 0.31 kWh for this run (estimated from ...), 0.09 EUR.'"""
+    from hiveling.core.energy.meter import energy_cost, format_energy
+
+    session, total = event.get("energy_wh"), event.get("energy_total_wh")
+    if not isinstance(session, int | float) or not isinstance(total, int | float):
+        return None
+    how = " (estimated)" if event.get("energy_estimated") else ""
+    price = energy_cost(total, price_per_kwh, currency)
+    return (
+        f"Energy: {format_energy(session)} this session, {format_energy(total)} for this run{how}"
+        + (f", {price} in all" if price else "")
+        + "."
+    )
 
 
 def describe_machine(invite: object, options: WorkerOptions) -> str | None:

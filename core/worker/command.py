@@ -27,6 +27,10 @@ class WorkerOptions:
     checkpoint_every: int | None = None
     max_step: int | None = None
     progress_interval: float = 2.0
+    # The energy governor's limits (None: none).
+    temperature_limit_c: float | None = None
+    power_limit: str | None = None  # "120W" or "60%"
+    daily_energy_wh: float | None = None
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
 
@@ -53,6 +57,9 @@ def worker_command(options: WorkerOptions, executable: list[str] | None = None) 
         ("--cpu-threads", options.cpu_threads),
         ("--checkpoint-every", options.checkpoint_every),
         ("--max-step", options.max_step),
+        ("--temperature-limit", options.temperature_limit_c),
+        ("--power-limit", options.power_limit),
+        ("--daily-energy-wh", options.daily_energy_wh),
     ):
         if value is not None:
             cmd += [flag, str(value)]

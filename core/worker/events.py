@@ -4,7 +4,8 @@ Every event carries ``v`` (the protocol version) and ``type``. Readers ignore un
 unknown fields; the version changes only when a change would break an existing reader.
 
 Events (fields beyond ``v``/``type``/``time``):
-    hello     versions, peer_id, run_id, run_name, recipe, device, batch_size, addresses, role
+    hello     versions, peer_id, run_id, run_name, recipe, device, batch_size, addresses, role,
+              energy_source (how energy is measured, in words), energy_estimated
     state     state (one of STATES), reason (human text or null). From the worker, "pausing" adds
               step, and "paused" adds step, unused_samples (trained here but in no collaborative
               step) and device_memory_bytes; "stopped" adds outcome ("stopped", "finished": the run's
@@ -17,7 +18,11 @@ Events (fields beyond ``v``/``type``/``time``):
               not finite, left out), failed_rounds (stepped on local gradients), rejected_rounds
               (averaged gradients not finite, not applied); in the low-communication mode also
               mode="local" and local_steps, and step, samples_accumulated, target_batch_size and
-              eta_seconds count exchanges (outer steps) and the samples toward the next one
+              eta_seconds count exchanges (outer steps) and the samples toward the next one;
+              energy_wh (this session), energy_total_wh (this run on this machine), energy_today_wh,
+              energy_estimated, power_w, temperatures ({"gpu": °C, "cpu": °C} where exposed), and
+              with a limit set, duty (share of time training) and governor (what it does, or null);
+              at the host, swarm_energy_wh and swarm_energy_peers (the run's total)
     log       level, message
     error     code, message (one line that says how to fix it), fatal
     bye       exit_code, reason

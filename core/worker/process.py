@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hiveling.core import config, paths
+from hiveling.core.energy.watch import EnergyWatch
 from hiveling.core.run import RunSpec, data_seed
 from hiveling.core.worker.events import (
     EXIT_BAD_INPUT,
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-step", type=int, default=None, help="stop at this collaborative step")
     parser.add_argument("--progress-interval", type=float, default=2.0)
     parser.add_argument("--options", default="{}", help="extra HivemindStrategy options as JSON")
+    parser.add_argument("--temperature-limit", type=float, default=None, help="°C; the governor slows above")
+    parser.add_argument("--power-limit", default=None, help="watts (120W) or a share of the rating (60%%)")
+    parser.add_argument("--daily-energy-wh", type=float, default=None, help="energy budget per day")
     return parser
 
 
@@ -148,6 +152,7 @@ class Worker:
             self.emit({**finished, "step": previous.finished_at, "again": True})
             return EXIT_OK
         totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
+        energy = self._energy_watch(device.kind, previous.energy_wh)
         self.emit(make_event("state", state="starting", reason=f"preparing {recipe.title} on {device.label}"))
 
         import torch
@@ -171,32 +176,34 @@ class Worker:
             # the swarm would refuse a restarted worker whose previous connection peers still remember.
             strategy_options={"check_if_identity_free": False, **json.loads(self.args.options)},
             watch_host=[] if self.args.role == "host" else host_peer_ids(spec.peers),
+            energy=energy,
         )
 
         def hello(strategy: Any) -> None:
             if self._said_hello:
                 return
             self._said_hello = True
-            self.emit(self._hello(spec, strategy, device, batch_size, recipe.title))
+            event = self._hello(spec, strategy, device, batch_size, recipe.title)
+            self.emit({**event, **energy.hello_fields()})
 
         try:
             while True:
                 outcome = self._train(session, plan, totals, hello, recipe)
                 if outcome == "finished" and spec.last_step and totals.ended_at_step >= spec.last_step:
                     totals.finished_at = spec.last_step  # the run's end, not a --max-step of this machine
-                _save_totals(spec.run_id, totals)
+                _save_totals(spec.run_id, totals, energy)
                 if outcome != "paused":
                     reason = "reached the last step" if outcome == "finished" else "stopped"
                     stopped = make_event("state", state="stopped", reason=reason, outcome=outcome)
                     self.emit({**stopped, "step": totals.ended_at_step, "fingerprints": totals.fingerprints})
                     return EXIT_OK
                 self._release(plan, device.kind, totals)
-                if not self.controls.wait_while_paused():
+                if not self.controls.wait_while_paused(energy.may_resume):
                     self.emit(make_event("state", state="stopped", reason="stopped while paused"))
                     return EXIT_OK
                 session.batch_size = batch_size
         finally:
-            _save_totals(spec.run_id, totals)
+            _save_totals(spec.run_id, totals, energy)
 
     def _train(self, session: SessionConfig, plan: Any, totals: Totals, hello: Any, recipe: Any) -> str:
         """One session; on out-of-memory, retries with a smaller batch instead of crashing."""
@@ -213,7 +220,7 @@ class Worker:
                     totals,
                     self.emit,
                     hello,
-                    lambda: _save_totals(session.spec.run_id, totals),
+                    lambda: _save_totals(session.spec.run_id, totals, session.energy),
                     plan.evaluate,
                 )
             except NonFiniteTraining as error:
@@ -251,15 +258,44 @@ class Worker:
             reserved = int(torch.cuda.memory_reserved())
         elif kind == "mps" and hasattr(torch, "mps"):
             torch.mps.empty_cache()
+        governor = self.controls.paused_by == "governor"
         paused = make_event(
             "state",
             state="paused",
-            reason="paused",
+            reason=(self.energy_reason if governor else None) or "paused",
             device_memory_bytes=reserved,
             step=totals.ended_at_step,
             unused_samples=totals.unused_samples,
         )
         self.emit(paused)
+
+    @property
+    def energy_reason(self) -> str | None:
+        watch = self._watch
+        return None if watch is None else watch.decision.reason
+
+    _watch: EnergyWatch | None = None
+
+    def _energy_watch(self, device_kind: str, previous_wh: float) -> EnergyWatch:
+        """The meter for this device's sensors and the governor for the volunteer's limits."""
+        from hiveling.core.energy.governor import Limits, parse_power_limit
+        from hiveling.core.energy.meter import EnergyMeter
+        from hiveling.core.energy.sensors import find_sensors
+
+        watts, share = None, None
+        if self.args.power_limit:
+            try:
+                watts, share = parse_power_limit(self.args.power_limit)
+            except ValueError as error:
+                raise WorkerError("bad_setting", f"The {error}") from None
+        sensors, notes = find_sensors(device_kind)
+        for note in notes:
+            logger.info("%s", note)
+        meter = EnergyMeter(sensors, day_wh=config.load_energy_day())
+        meter.calibrate_idle()
+        limits = Limits(self.args.temperature_limit, watts, self.args.daily_energy_wh)
+        self._watch = EnergyWatch(meter, limits, share, previous_wh)
+        return self._watch
 
     def _load_spec(self) -> RunSpec:
         if self.args.run_spec is not None:
@@ -421,11 +457,19 @@ def exit_soon(code: int, grace: float = 10.0) -> None:
     timer.start()
 
 
-def _save_totals(run_id: str, totals: Totals) -> None:
+def _save_totals(run_id: str, totals: Totals, energy: EnergyWatch | None = None) -> None:
     try:
         config.save_contribution(
-            run_id, config.Contribution(totals.total_samples, totals.total_seconds, totals.finished_at)
+            run_id,
+            config.Contribution(
+                totals.total_samples,
+                totals.total_seconds,
+                totals.finished_at,
+                0.0 if energy is None else round(energy.total_wh, 4),
+            ),
         )
+        if energy is not None:
+            config.save_energy_day(energy.meter.day, energy.meter.day_wh)
     except OSError as error:
         logger.warning("Could not save the contribution totals: %s", error)
 

@@ -26,6 +26,8 @@ from hiveling.core.worker.hostwatch import HostWatch
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
+    from hiveling.core.energy.ledger import EnergyLedger
+    from hiveling.core.energy.watch import EnergyWatch
     from hiveling.core.swarm.strategy import HivemindStrategy
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,16 @@ class Controls:
         self.pause_from_step: int | None = None
         self.stop_requested = False
         self.resume_requested = False
+        #: Who asked for the pause: "user" (a command) or "governor" (an energy limit); the governor
+        #: never resumes a pause the user asked for.
+        self.paused_by: str | None = None
 
-    def request_pause(self, when: str) -> None:
+    def request_pause(self, when: str, by: str = "user") -> None:
         with self._lock:
+            if by == "governor" and self.pause_when is not None:
+                return  # already pausing: the user's pause stays the user's
             self.pause_when = "now" if when == "now" or self.pause_when == "now" else "step"
+            self.paused_by = by
             self.resume_requested = False
             self._lock.notify_all()
 
@@ -53,6 +61,7 @@ class Controls:
         with self._lock:
             self.pause_when = None
             self.pause_from_step = None
+            self.paused_by = None
             self.resume_requested = True
             self._lock.notify_all()
 
@@ -61,11 +70,28 @@ class Controls:
             self.stop_requested = True
             self._lock.notify_all()
 
-    def wait_while_paused(self) -> bool:
-        """Blocks until resume or stop; True to resume."""
+    def rest(self, seconds: float) -> None:
+        """Waits ``seconds`` (the governor's rest between batches), cut short by a pause or stop request."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while not (self.stop_requested or self.pause_when == "now"):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._lock.wait(left)
+
+    def wait_while_paused(self, poll: Callable[[], bool] | None = None, interval: float = 5.0) -> bool:
+        """Blocks until resume or stop; True to resume. While the governor holds the pause, ``poll`` is
+        asked every ``interval`` seconds whether it may end."""
         with self._lock:
             while not (self.resume_requested or self.stop_requested):
-                self._lock.wait()
+                if poll is not None and self.paused_by == "governor":
+                    self._lock.wait(interval)
+                    if self.paused_by == "governor" and not self.stop_requested and poll():
+                        self.pause_when, self.pause_from_step, self.paused_by = None, None, None
+                        self.resume_requested = True
+                else:
+                    self._lock.wait()
             resume = not self.stop_requested
             self.resume_requested = False
             return resume
@@ -89,6 +115,8 @@ class SessionConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     #: The host's peer ids, for a volunteer to notice when the host stops answering (empty: the host).
     watch_host: list[str] = field(default_factory=list)
+    #: The energy meter and governor (None: energy is not measured, as in tests of other things).
+    energy: EnergyWatch | None = None
 
 
 @dataclass
@@ -248,6 +276,7 @@ class Reporter(Callback):
         self._last_progress = 0.0
         self._window = (time.monotonic(), 0)
         self._last_checkpoint_step: int | None = None
+        self._batch_started = time.monotonic()
         #: Parameter fingerprints right after the last collaborative steps, to show that peers agree.
         self.fingerprints: dict[int, list[float]] = {}
 
@@ -298,12 +327,19 @@ class Reporter(Callback):
             optimizer.leaving = lambda: controls.stop_requested or controls.pause_when == "now"
         self.on_hello(self.strategy)
         self._watch_host()
+        if self.config.energy is not None and self.strategy.dht is not None:
+            from hiveling.core.energy.ledger import EnergyLedger
+
+            # The host sums everyone's energy for the run; every peer publishes its own.
+            hosting = not self.config.watch_host
+            self.ledger = EnergyLedger(self.strategy.dht, self.config.spec.dht_prefix, read_totals=hosting)
         self._evaluate(pl_module, time.monotonic())
         self.totals.start_session()
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
 
     host_watch: HostWatch | None = None
+    ledger: EnergyLedger | None = None
 
     def _watch_host(self) -> None:
         from hivemind.p2p import PeerID
@@ -328,6 +364,9 @@ class Reporter(Callback):
         if self.host_watch is not None:
             self.host_watch.stop()
 
+    def on_train_batch_start(self, *_: Any) -> None:
+        self._batch_started = time.monotonic()
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -343,6 +382,8 @@ class Reporter(Callback):
             self._evaluate(pl_module, now)
         if now - self._last_progress >= self.config.progress_interval:
             self._last_progress = now
+            if self.ledger is not None and self.config.energy is not None:
+                self.ledger.tick(self.config.energy.total_wh)
             self.emit(self.progress(step, now))
             self._progress_count += 1
             if self._progress_count % 10 == 0 and self.on_totals is not None:
@@ -369,6 +410,22 @@ class Reporter(Callback):
         if trainer.should_stop and not self.saved_at_stop and self.outcome != "paused":
             # Before the network shuts down: a slow teardown must not cost the final checkpoint.
             self.saved_at_stop = save_checkpoint(trainer, self.config.checkpoint_path, self.emit)
+        if not trainer.should_stop:
+            self._govern()
+
+    def _govern(self) -> None:
+        """The energy governor's decision, at a batch's end: rest so that training takes its share of the
+        time, or pause after the coming step (where pausing loses nothing)."""
+        watch = self.config.energy
+        if watch is None:
+            return
+        decision = watch.tick()
+        if decision.paused:
+            self.controls.request_pause("step", by="governor")
+        elif decision.duty < 1.0:
+            from hiveling.core.energy.governor import rest_after
+
+            self.controls.rest(rest_after(time.monotonic() - self._batch_started, decision.duty))
 
     def _check_requests(self, trainer: pl.Trainer, step: int) -> None:
         controls = self.controls
@@ -382,7 +439,11 @@ class Reporter(Callback):
             if controls.pause_from_step is None:
                 controls.pause_from_step = step
                 self._said_pausing = True
-                self.emit(make_event("state", state="pausing", reason="pausing after this step", step=step))
+                reason = "pausing after this step"
+                watch = self.config.energy
+                if controls.paused_by == "governor" and watch is not None and watch.decision.reason:
+                    reason = f"{watch.decision.reason}; {reason}"
+                self.emit(make_event("state", state="pausing", reason=reason, step=step))
             elif step > controls.pause_from_step and (self._local_steps() or self._unused_samples() == 0):
                 # A step this peer downloaded (re-synchronizing) leaves what it trained since for the
                 # next one: pause once its work has gone into a step. In the low-communication mode
@@ -459,4 +520,12 @@ class Reporter(Callback):
             total_seconds=round(self.totals.total_seconds, 1),
             batch_size=self.config.batch_size,
             **({} if self.host_watch is None else {"host_answers": self.host_watch.host_answers}),
+            **({} if self.config.energy is None else self.config.energy.fields()),
+            **self._swarm_energy(),
         )
+
+    def _swarm_energy(self) -> dict[str, Any]:
+        ledger = self.ledger
+        if ledger is None or ledger.swarm_wh is None:
+            return {}
+        return {"swarm_energy_wh": round(ledger.swarm_wh, 3), "swarm_energy_peers": ledger.peers}

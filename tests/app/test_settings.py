@@ -191,3 +191,27 @@ def test_schedule_off_saves_none(qtbot: QtBot, xdg_home: Path) -> None:
     assert not dialog.schedule_start.isEnabled()
     save(dialog)
     assert load_settings().schedule is None
+
+
+def test_energy_limits_and_price_round_trip(qtbot: QtBot, xdg_home: Path, tmp_path: Path) -> None:
+    dialog = make_dialog(qtbot, Settings(power_limit="60%"))
+    assert dialog.power_limit.value() == 60
+    assert dialog.power_unit.currentData() == "%"
+    dialog.tabs.setCurrentIndex(2)
+    dialog.temperature_limit.setValue(80)
+    dialog.power_unit.setCurrentIndex(dialog.power_unit.findData("W"))
+    dialog.power_limit.setValue(120)
+    dialog.daily_energy.setValue(250)
+    dialog.price.setValue(0.31)
+    dialog.currency.setText(" EUR ")
+    dialog.show()
+    assert dialog.grab().save(str(tmp_path / "energy-settings.png"))
+    save(dialog)
+    saved = load_settings()
+    assert (saved.temperature_limit_c, saved.power_limit, saved.daily_energy_wh) == (80.0, "120W", 250.0)
+    assert (saved.price_per_kwh, saved.currency) == (0.31, "EUR")
+    again = make_dialog(qtbot, saved)
+    again.temperature_limit.setValue(0)  # "No limit"
+    again.power_limit.setValue(0)
+    assert again.chosen_settings().temperature_limit_c is None
+    assert again.chosen_settings().power_limit is None

@@ -191,3 +191,27 @@ def test_the_logs_window_shows_appends_and_copies(qtbot: Any, tmp_path: Path) ->
     logs.copy_all()
     assert QGuiApplication.clipboard().text().splitlines()[-1] == "12:00:03 ERROR   two (crash)"
     assert str(tmp_path / "logs") in logs.intro.text()
+
+
+def test_energy_cost_temperature_and_the_governor_show_where_the_volunteer_looks(qtbot: Any) -> None:
+    state = replayed("training.jsonl", count=20)
+    state.price_per_kwh, state.currency = 0.30, "EUR"
+    status = window(qtbot)
+    status.show()
+    status.show_state(state)
+    assert status.energy.text() == "–", "an older worker reports no energy"
+    assert status.temperature_chart.isHidden(), "no temperature line where none is exposed"
+    for celsius in (78.0, 84.0):
+        state.apply(
+            make_event(
+                "progress", step=1300, peers=2, local_sps=250.0, collab_sps=500.0, loss=0.5,
+                energy_wh=12.34, energy_total_wh=840.0, energy_estimated=False,
+                temperatures={"gpu": celsius, "cpu": 61.0},
+                governor="cooling down: GPU at 84 °C, limit 80 °C", duty=0.64,
+            )
+        )  # fmt: skip
+    status.show_state(state)
+    assert status.energy.text() == "12.3 Wh this session, 840 Wh for this run · 0.25 EUR in all"
+    assert status.detail.text().endswith("· cooling down: GPU at 84 °C, limit 80 °C")
+    assert not status.temperature_chart.isHidden()
+    assert [value for _, value in status.temperature_chart.series()[0][1]] == [78.0, 84.0]

@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TOP = {"config", "paths", "run", "logs"}  # shared leaves at core's top level
 #: Which parts of core each part may import (besides itself and the top-level leaves).
 ALLOWED = {
-    "commands": {"worker", "swarm", "machine", "invites", "recipes"},
-    "worker": {"swarm", "machine", "invites", "recipes"},
+    "commands": {"worker", "swarm", "machine", "invites", "recipes", "energy"},
+    "worker": {"swarm", "machine", "invites", "recipes", "energy"},
+    "energy": set(),
     "swarm": set(),
     "invites": {"swarm", "recipes"},  # swarm.peers: address checks, no hivemind
     "machine": {"recipes"},

@@ -44,6 +44,9 @@ def test_the_demo_trains_and_ends_with_peers_that_agree(tmp_path: Path) -> None:
     assert accuracy is not None, summary
     assert int(accuracy[2]) > int(accuracy[1]) + 20, summary  # clearly learned (90% is the goal)
     assert chart.read_bytes().startswith(b"\x89PNG")
+    energy = re.search(r"Energy: ([\d.]+) (k?Wh) for the 3 peers, estimated from the CPU time", summary)
+    assert energy is not None, summary  # no powercap or GPU here: the estimate, labelled as one
+    assert float(energy[1]) > 0, summary
 
 
 def test_the_demo_in_the_low_communication_mode_ends_with_identical_outer_parameters(tmp_path: Path) -> None:

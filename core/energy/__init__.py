@@ -1,0 +1,1 @@
+"""What training costs the volunteer in energy, and the governor that keeps it within their limits."""
