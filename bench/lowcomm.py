@@ -27,9 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,7 @@ def run_peer(args: argparse.Namespace) -> None:
         def configure_optimizers(self) -> Any:
             return torch.optim.AdamW(self.parameters(), lr=1e-4)
 
+    launched = time.perf_counter()
     model = Stack()
     probe = torch.optim.AdamW(model.parameters(), lr=0.0)
     for p in model.parameters():
@@ -107,6 +110,7 @@ def run_peer(args: argparse.Namespace) -> None:
             self.samples = 0
             self.updates_at_start = 0
             self.started: float | None = None
+            self.peers_seen = 0
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if not args.initial_peer:
@@ -122,9 +126,12 @@ def run_peer(args: argparse.Namespace) -> None:
         def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
             now = time.perf_counter()
             if self.started is None:
-                # Every peer has trained a batch once the tracker counts them all.
+                # Every peer has trained a batch once the tracker counts them all (or, so that a
+                # peer that never sees them all still measures, after --join-seconds).
                 optimizer = strategy.hivemind_optimizer
-                if optimizer is not None and optimizer.tracker.global_progress.num_peers >= args.peers:
+                seen = 0 if optimizer is None else int(optimizer.tracker.global_progress.num_peers)
+                if seen >= args.peers or now - launched >= args.join_seconds:
+                    self.peers_seen = seen
                     self.started = now
                     self.updates_at_start = updates()
                     print(json.dumps({"started": time.time(), "tx": tx_bytes()}), flush=True)
@@ -145,6 +152,7 @@ def run_peer(args: argparse.Namespace) -> None:
                             "tx": tx_bytes(),
                             "collaborative_steps": strategy.collaborative_step,
                             "failed_rounds": int(getattr(strategy.hivemind_optimizer, "failed_rounds", 0)),
+                            "peers_seen_at_start": self.peers_seen,
                         }
                     ),
                     flush=True,
@@ -186,13 +194,14 @@ def measure(args: argparse.Namespace, millions: float, mbit: float, mode: str) -
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
         common = ["--millions", str(millions), "--peers", str(args.peers), "--mode", mode]
         common += ["--seconds", str(args.seconds), "--local-steps", str(args.local_steps)]
-        common += ["--accelerator-ms", str(args.accelerator_ms)]
+        common += ["--accelerator-ms", str(args.accelerator_ms), "--join-seconds", str(args.join_seconds)]
         processes: list[subprocess.Popen[bytes]] = []
         initial = ""
         for index, node in enumerate(nodes):
             argv = [sys.executable, __file__, "peer", "--index", str(index), "--address", node.address]
             argv += [*common, "--initial-peer", initial]
-            processes.append(node.start(argv, env=env, stderr=subprocess.DEVNULL))
+            log = open(Path(args.log_dir) / f"peer{index}.log", "w")  # noqa: SIM115 - closed with the lab
+            processes.append(node.start(argv, env=env, stderr=log))
             if index == 0:
                 assert processes[0].stdout is not None
                 first = processes[0].stdout.readline()
@@ -200,12 +209,29 @@ def measure(args: argparse.Namespace, millions: float, mbit: float, mode: str) -
                     raise RuntimeError("the first peer did not start")
                 initial = json.loads(first)["address"]
         reports: list[list[dict[str, Any]]] = [[] for _ in processes]
-        deadline = time.monotonic() + args.seconds + 600
+        deadline = time.monotonic() + args.join_seconds + args.seconds + 300
+        lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+        def read(index: int, stream: Any) -> None:
+            for line in stream:
+                lines.put((index, line))
+            lines.put((index, None))
+
         for index, process in enumerate(processes):
-            assert process.stdout is not None
-            for line in process.stdout:
+            threading.Thread(target=read, args=(index, process.stdout), daemon=True).start()
+        open_streams = len(processes)
+        while open_streams and time.monotonic() < deadline:
+            try:
+                index, line = lines.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if line is None:
+                open_streams -= 1
+            else:
                 reports[index].append(json.loads(line))
-            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        if open_streams:
+            still = f"{open_streams} peers still ran at the deadline; see {args.log_dir}"
+            print(json.dumps({"warning": still}))
         peers = []
         for records in reports:
             start = next((r for r in records if "started" in r), None)
@@ -221,6 +247,7 @@ def measure(args: argparse.Namespace, millions: float, mbit: float, mode: str) -
                     "collaborative_steps": end["collaborative_steps"],
                     "failed_rounds": end["failed_rounds"],
                     "updates": end["updates"],
+                    "peers_seen_at_start": end["peers_seen_at_start"],
                 }
             )
         result: dict[str, Any] = {
@@ -260,17 +287,25 @@ def main() -> None:
         target.add_argument("--seconds", type=float, default=150.0, help="measured seconds per configuration")
         target.add_argument("--local-steps", type=int, default=50, help="the local mode's local steps (50)")
         target.add_argument("--accelerator-ms", type=float, default=100.0, help="a batch's device time (100)")
+        target.add_argument(
+            "--join-seconds",
+            type=float,
+            default=120.0,
+            help="measure from here even if not all peers are seen",
+        )
     peer.add_argument("--millions", type=float, required=True)
     peer.add_argument("--mode", choices=("sync", "local"), required=True)
     parser.add_argument("--millions", type=float, action="append", help="parameters, in millions (10, 50)")
     parser.add_argument("--mbit", type=float, action="append", help="each link's rate, both ways (20, 50)")
     parser.add_argument("--mode", action="append", choices=("sync", "local"), help="sync, local")
+    parser.add_argument("--log-dir", default="/tmp/hiveling-lowcomm", help="the peers' logs")
     args = parser.parse_args()
     if args.command == "peer":
         run_peer(args)
         return
     from bench import netlab
 
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     why = netlab.unavailable()
     if why:
         print(json.dumps({"skipped": why}))

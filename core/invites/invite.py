@@ -66,10 +66,26 @@ NEWER_FORMAT: Final = "newer_format"
 RECIPE: Final = "recipe"  # recipe not installed, incompatible version, or unknown hyperparameter
 NO_PEERS: Final = "no_peers"
 INVALID: Final = "invalid"  # make_invite was given something an invite cannot carry
-REASONS: Final = (NOT_INVITE, TRUNCATED, CORRUPTED, BAD_SIGNATURE, EXPIRED, NEWER_FORMAT, RECIPE, NO_PEERS)
+OUT_OF_RANGE: Final = "out_of_range"  # signed, but carries a value make_invite would have refused
+REASONS: Final = (
+    NOT_INVITE,
+    TRUNCATED,
+    CORRUPTED,
+    BAD_SIGNATURE,
+    EXPIRED,
+    NEWER_FORMAT,
+    RECIPE,
+    NO_PEERS,
+    OUT_OF_RANGE,
+)
 
 MAX_PEERS: Final = 16
 MAX_NAME_CHARS: Final = 64
+# A million samples per step and a million steps are far beyond any volunteer run; larger values are
+# mistakes or attacks (a target no swarm reaches freezes it; a huge last step overflows counters).
+MAX_TARGET_BATCH_SIZE: Final = 1 << 20
+MAX_LAST_STEP: Final = 1 << 30
+MAX_LOCAL_STEPS: Final = 100_000
 _BASE32: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _HEADER_SIZE: Final = 3  # length u16 + its check byte
 _CRC_SIZE: Final = 2
@@ -185,20 +201,7 @@ def make_invite(
     from hiveling.core.swarm.peers import PeerAddressError, check_multiaddr
 
     now = datetime.now(UTC)
-    for what, value in (("run name", run_name), ("recipe", recipe), ("recipe version", recipe_version)):
-        _check_name(what, value)
-    if isinstance(target_batch_size, bool) or not isinstance(target_batch_size, int):
-        raise InviteError(INVALID, f"target batch size must be a whole number, not {target_batch_size!r}")
-    if not 1 <= target_batch_size < 2**40:
-        raise InviteError(INVALID, f"target batch size must be at least 1, not {target_batch_size}")
-    if last_step is not None and (
-        isinstance(last_step, bool) or not isinstance(last_step, int) or not 1 <= last_step < 2**40
-    ):
-        raise InviteError(INVALID, f"the last step must be a whole number from 1 up, not {last_step!r}")
-    if local_steps is not None and (
-        isinstance(local_steps, bool) or not isinstance(local_steps, int) or not 1 <= local_steps < 2**32
-    ):
-        raise InviteError(INVALID, f"local steps must be a whole number from 1 up, not {local_steps!r}")
+    _check_carried(run_name, recipe, recipe_version, target_batch_size, last_step, local_steps)
     if not all(isinstance(name, str) for name in hparams):
         raise InviteError(INVALID, "hyperparameter names must be texts")
     try:
@@ -285,6 +288,23 @@ def parse_invite(
         ) from None
     if not isinstance(hparams, dict):
         raise InviteError(CORRUPTED, f"this invite's hyperparameters are not a JSON object; {_ASK_AGAIN}")
+    try:
+        # The organizer signed these values, but they are still input: held to make_invite's limits.
+        _check_carried(
+            fields.run_name,
+            fields.recipe,
+            fields.recipe_version,
+            fields.target_batch_size,
+            fields.last_step,
+            fields.local_steps,
+        )
+        _check_finite(hparams)
+    except InviteError as error:
+        raise InviteError(
+            OUT_OF_RANGE,
+            f"this invite cannot be used: {error}; ask the organizer for a new invite made with the current "
+            "Hiveling",
+        ) from None
     claimed = base64.b32encode(fields.run_id).decode("ascii").lower()
     actual = run_id_for(fields.organizer_key, fields.run_name)
     if claimed != actual:
@@ -355,6 +375,52 @@ def _check_recipe(invite: Invite) -> None:
         find_recipe(invite.recipe, invite.recipe_version).hyperparameters(invite.hparams)
     except RecipeError as error:
         raise InviteError(RECIPE, str(error)) from None
+
+
+def _check_carried(
+    run_name: str,
+    recipe: str,
+    recipe_version: str,
+    target_batch_size: int,
+    last_step: int | None,
+    local_steps: int | None,
+) -> None:
+    """The limits of what an invite carries, the same when made and when read (InviteError INVALID)."""
+    for what, value in (("run name", run_name), ("recipe", recipe), ("recipe version", recipe_version)):
+        _check_name(what, value)
+    if isinstance(target_batch_size, bool) or not isinstance(target_batch_size, int):
+        raise InviteError(INVALID, f"target batch size must be a whole number, not {target_batch_size!r}")
+    if not 1 <= target_batch_size <= MAX_TARGET_BATCH_SIZE:
+        raise InviteError(
+            INVALID,
+            f"target batch size must be from 1 to {MAX_TARGET_BATCH_SIZE:,}, not {target_batch_size:,}",
+        )
+    if last_step is not None and (
+        isinstance(last_step, bool) or not isinstance(last_step, int) or not 1 <= last_step <= MAX_LAST_STEP
+    ):
+        raise InviteError(
+            INVALID, f"the last step must be a whole number from 1 to {MAX_LAST_STEP:,}, not {last_step!r}"
+        )
+    if local_steps is not None and (
+        isinstance(local_steps, bool)
+        or not isinstance(local_steps, int)
+        or not 1 <= local_steps <= MAX_LOCAL_STEPS
+    ):
+        raise InviteError(
+            INVALID, f"local steps must be a whole number from 1 to {MAX_LOCAL_STEPS:,}, not {local_steps!r}"
+        )
+
+
+def _check_finite(value: Any) -> None:
+    """JSON allows no NaN or infinity, but Python's reader accepts them: hyperparameters must be finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InviteError(INVALID, f"a hyperparameter is {value}, not a finite number")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item)
 
 
 def _check_name(what: str, value: str) -> None:

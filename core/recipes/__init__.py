@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -60,6 +61,10 @@ class Recipe:
     #: The low-communication mode suits this recipe, with about this many local steps between
     #: exchanges; None: the synchronous mode. The organizer may choose otherwise (``--mode``).
     local_steps: int | None = None
+    #: The range each numeric hyperparameter may take, both ends included: an invite is input, and
+    #: a value the model cannot be built with must be refused where the invite is read, not in a
+    #: worker that crashes and restarts.
+    limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def hyperparameters(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         merged = dict(self.defaults)
@@ -72,6 +77,16 @@ class Recipe:
                 raise RecipeError(
                     f"recipe {self.name}: hyperparameter {key} must be a {type(merged[key]).__name__} "
                     f"like its default {merged[key]!r}, not {value!r}"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise RecipeError(
+                    f"recipe {self.name}: hyperparameter {key} must be a finite number, not {value}"
+                )
+            low, high = self.limits.get(key, (-math.inf, math.inf))
+            if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
+                raise RecipeError(
+                    f"recipe {self.name}: hyperparameter {key} must be between {low:g} and {high:g}, "
+                    f"not {value!r}"
                 )
             merged[key] = value
         return merged

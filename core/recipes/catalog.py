@@ -41,6 +41,14 @@ GLYPHS = Recipe(
         "hidden": 128,
         "dropout": 0.1,
     },
+    limits={
+        "lr": (1e-7, 1.0),
+        "warmup_steps": (0, 1_000_000),
+        "weight_decay": (0.0, 1.0),
+        "width": (1, 256),
+        "hidden": (1, 8192),
+        "dropout": (0.0, 0.9),
+    },
 )
 
 CHARLM_PARAMETERS = 875_520
@@ -60,6 +68,14 @@ CHARLM = Recipe(
     ),
     factory="hiveling.core.recipes.charlm:build",
     defaults={"lr": 1e-3, "weight_decay": 0.01, "width": 128, "heads": 4, "layers": 4, "context": 128},
+    limits={
+        "lr": (1e-7, 1.0),
+        "weight_decay": (0.0, 1.0),
+        "width": (8, 4096),
+        "heads": (1, 64),
+        "layers": (1, 64),
+        "context": (8, 4096),
+    },
     # The larger recipe: averaging it at every step would keep a home link busy most of the time.
     local_steps=50,
 )

@@ -158,7 +158,12 @@ class Worker:
         import torch
 
         torch.set_num_threads(self.args.cpu_threads or max(1, (os.cpu_count() or 2) // 2))
-        plan = recipe.build(hparams, seed)
+        from hiveling.core.recipes import RecipeError
+
+        try:
+            plan = recipe.build(hparams, seed)
+        except RecipeError as error:  # hyperparameters the model cannot be built with: no restart helps
+            raise WorkerError("recipe", str(error)) from None
         session = SessionConfig(
             spec=spec,
             accelerator={"cuda": "cuda", "rocm": "cuda", "mps": "mps"}.get(device.kind, "cpu"),

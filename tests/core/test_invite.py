@@ -412,7 +412,7 @@ def test_unusable_peers_are_dropped_and_none_usable_is_refused() -> None:
         ({"run_name": " padded"}, "blanks"),
         ({"run_name": "x" * 65}, "64"),
         ({"recipe": "a\nb"}, "control"),
-        ({"target_batch_size": 0}, "at least 1"),
+        ({"target_batch_size": 0}, "from 1 to"),
         ({"target_batch_size": 2.5}, "whole number"),
         ({"hparams": {"lr": float("nan")}}, "JSON"),
         ({"hparams": {"f": object()}}, "JSON"),
@@ -577,3 +577,47 @@ def test_importing_invite_and_qr_loads_no_training_stack() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"target_batch_size": 0}, "target batch size must be from 1 to 1,048,576, not 0"),
+        ({"target_batch_size": 2**40}, "target batch size must be from 1 to 1,048,576"),
+        ({"last_step": 2**40}, "the last step must be a whole number from 1 to"),
+        ({"local_steps": 2**31}, "local steps must be a whole number from 1 to 100,000"),
+        ({"run_name": "\x1b[31mRED\x1b[0m"}, r"'\x1b[31mRED\x1b[0m' has leading/trailing blanks or control"),
+        ({"run_name": "run\nForged second line"}, "control characters"),
+        ({"run_name": "x" * 65}, "longer than 64 characters"),
+        ({"run_name": " padded"}, "leading/trailing blanks"),
+        ({"hparams_json": '{"lr": NaN}'}, "a hyperparameter is nan, not a finite number"),
+        ({"hparams_json": '{"lr": Infinity}'}, "a hyperparameter is inf, not a finite number"),
+    ],
+)
+def test_a_signed_invite_is_still_held_to_make_invites_limits(changes: dict[str, Any], words: str) -> None:
+    """An organizer's key can sign anything: what the invite carries is checked as input."""
+    invite = make()
+    if "run_name" in changes:  # the run id a key gives a run name: the invite is otherwise consistent
+        changes["run_id"] = base64.b32decode(run_id_for(KEY.public_bytes, changes["run_name"]).upper())
+    error = refusal(signed(KEY, invitewire.encode(fields_of(invite, **changes))))
+    assert error.reason == "out_of_range"
+    assert words in str(error)
+    assert "\x1b" not in str(error), "nothing an invite carries reaches a terminal raw"
+    assert "ask the organizer for a new invite" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("hparams", "words"),
+    [
+        ({"dropout": 2}, "dropout must be between 0 and 0.9, not 2"),
+        ({"hidden": 0}, "hidden must be between 1 and 8192, not 0"),
+        ({"lr": 1e9}, "lr must be between 1e-07 and 1, not 1000000000.0"),
+    ],
+)
+def test_hyperparameters_a_model_cannot_be_built_with_are_refused_when_the_invite_is_read(
+    hparams: dict[str, Any], words: str
+) -> None:
+    invite = make()
+    error = refusal(signed(KEY, invitewire.encode(fields_of(invite, hparams_json=json.dumps(hparams)))))
+    assert error.reason == "recipe"
+    assert words in str(error)

@@ -24,4 +24,5 @@ RECIPE = Recipe(
     ),
     factory="hiveling_spirals.model:build",
     defaults={"lr": 3e-3, "width": 64},
+    limits={"lr": (1e-6, 1.0), "width": (1, 1024)},
 )
