@@ -183,7 +183,7 @@ class TrayApp(QObject):
                     self.bridge.resume()  # the supervisor ignores it unless paused
             else:
                 self.state.set_hold(reason)
-                if self.bridge.started and self.state.worker not in ("paused", "stopped", "failed"):
+                if self.bridge.started and self._worker_runs_on():
                     self.bridge.pause("now")
         self.render()
 
@@ -225,9 +225,15 @@ class TrayApp(QObject):
     def pause(self, when: str = "now") -> None:
         self.user_paused = True
         self.state.set_hold(BY_YOU)
-        if self.bridge.started and self.state.worker not in ("paused", "stopped", "failed"):
+        if self.bridge.started and self._worker_runs_on():
             self.bridge.pause(when)
         self.render()
+
+    def _worker_runs_on(self) -> bool:
+        """Whether the worker trains, or will by itself: an energy limit's pause ends on its own."""
+        if self.state.worker in ("stopped", "failed"):
+            return False
+        return self.state.worker != "paused" or self.state.paused_by == "governor"
 
     def snooze(self) -> None:
         self.user_paused = False

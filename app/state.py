@@ -96,6 +96,9 @@ class AppState:
         self.run_id: str | None = None
         self.worker: str | None = None  # the worker's last state (events.STATES); None: no worker
         self.worker_reason: str | None = None
+        #: Who paused the worker, when it is paused: "user" (a pause command) or "governor" (an energy
+        #: limit, which resumes by itself: the app's own holds must still pause it).
+        self.paused_by: str | None = None
         self.hold: str | None = None  # why the app keeps training paused, in words
         self.error: str | None = None  # the last fatal error's one-line message, until training resumes
         self.warning: str | None = None  # the last error that training survived
@@ -237,6 +240,8 @@ class AppState:
             return False
         self._account(state, when)
         self.worker, self.worker_reason = state, reason
+        by = event.get("by")
+        self.paused_by = by if state == "paused" and isinstance(by, str) else None
         if state == "training":
             self.error = None
             self.finished = False

@@ -45,6 +45,7 @@ IDLE_UNKNOWN = (
     "and remote desktops often do not), so Hiveling cannot wait until you are away."
 )
 ERROR_STYLE = "color: #b3261e"
+NO_TEMPERATURE_LIMIT = 29  # the temperature box's "No limit"; limits go from 30 °C
 
 
 class SettingsDialog(QDialog):
@@ -216,11 +217,12 @@ class SettingsDialog(QDialog):
         group = QGroupBox("Keep the computer cool, quiet and cheap")
         form = QFormLayout(group)
         self.temperature_limit = QSpinBox()
-        self.temperature_limit.setRange(0, 110)
+        # The lowest value stands for "no limit": limits below 30 °C would never let training resume.
+        self.temperature_limit.setRange(NO_TEMPERATURE_LIMIT, 110)
         self.temperature_limit.setSuffix(" °C")
         self.temperature_limit.setSpecialValueText("No limit")
         limit = settings.temperature_limit_c
-        self.temperature_limit.setValue(int(limit) if limit else 0)
+        self.temperature_limit.setValue(int(limit) if limit else NO_TEMPERATURE_LIMIT)
         self.temperature_limit.setToolTip(
             "Above this, Hiveling trains more slowly, then pauses, until the processor and graphics card "
             "have cooled down 5 °C under it."
@@ -278,7 +280,7 @@ class SettingsDialog(QDialog):
         if not value:
             return None
         unit = self.power_unit.currentData()
-        return f"{min(value, 100)}%" if unit == "%" else f"{value}W"
+        return f"{min(max(value, 5), 100)}%" if unit == "%" else f"{value}W"
 
     # --- devices --------------------------------------------------------------------------------
 
@@ -335,7 +337,11 @@ class SettingsDialog(QDialog):
             schedule=schedule,
             start_at_login=self.start_at_login.isChecked(),
             known_organizers=dict(self.settings.known_organizers),
-            temperature_limit_c=float(self.temperature_limit.value()) or None,
+            temperature_limit_c=(
+                float(self.temperature_limit.value())
+                if self.temperature_limit.value() > NO_TEMPERATURE_LIMIT
+                else None
+            ),
             power_limit=self._power_limit_text(),
             daily_energy_wh=float(self.daily_energy.value()) or None,
             price_per_kwh=self.price.value() or None,

@@ -61,6 +61,8 @@ class Governor:
         paused_why: str | None = None
         if limits.daily_wh is not None and now.day_wh >= limits.daily_wh:
             paused_why = f"today's energy budget ({limits.daily_wh:g} Wh) is used: training resumes tomorrow"
+        if now.hottest is None:
+            self.hot = False  # the sensor went away: nothing to wait for
         if limits.temperature_c is not None and now.hottest is not None:
             why = self._cool(limits.temperature_c, *now.hottest)
             if self.hot:
@@ -72,6 +74,8 @@ class Governor:
             if self.power_duty < 1.0:
                 reasons.append((self.power_duty, why))
         duty = min([1.0, *(d for d, _ in reasons)])
+        if paused_why is not None:
+            duty = MIN_DUTY  # until the pause, at the next safe point, the lowest duty
         reason = paused_why or (min(reasons)[1] if reasons else None)
         self.decision = Decision(round(duty, 3), paused_why is not None, reason)
         return self.decision

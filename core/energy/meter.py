@@ -69,8 +69,18 @@ class EnergyMeter:
                 self._idle_w[sensor.name] = max(0.0, (second.energy_j - first.energy_j) / elapsed)
             elif second.power_w is not None:
                 self._idle_w[sensor.name] = second.power_w
-            self._last[sensor.name] = (self.clock(), second.energy_j or 0.0)
+            if second.energy_j is not None:
+                self._last[sensor.name] = (self.clock(), second.energy_j)
         self.status.above_idle = bool(self._idle_w)
+
+    def rebase(self) -> None:
+        """Starts counting from now: what the devices used since the last reading (a pause, the
+        start-up) is not training's."""
+        now = self.clock()
+        for sensor in self.sensors:
+            reading = sensor.read()
+            if reading.energy_j is not None:
+                self._last[sensor.name] = (now, reading.energy_j)
 
     def update(self) -> EnergyStatus:
         """Reads every sensor once and adds what training used since the last update."""

@@ -28,6 +28,9 @@ SYSFS = Path("/sys")
 PROCFS = Path("/proc")
 #: A desktop CPU draws roughly 65-125 W with every core busy, 6-16 cores: about 10 W per busy core.
 WATTS_PER_BUSY_CORE = 10.0
+#: Power readings are integrated over at most this long a gap: nobody read them in between (a pause),
+#: and what the device drew then is unknown.
+LONGEST_GAP = 10.0
 CPU_HWMON_NAMES = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "soc_thermal", "acpitz")
 
 
@@ -88,7 +91,7 @@ class NvmlSensor:
             now = time.monotonic()
             if self._last is not None and power is not None:
                 then, watts = self._last
-                self._integrated += (now - then) * (watts + power) / 2
+                self._integrated += min(now - then, LONGEST_GAP) * (watts + power) / 2
             if power is not None:
                 self._last = (now, power)
             energy = self._integrated
@@ -104,8 +107,9 @@ class NvmlSensor:
         )
 
 
-def nvml_sensors() -> list[NvmlSensor]:
-    """A sensor per NVIDIA GPU; none when NVML cannot be used. NVML stays initialised for them."""
+def nvml_sensors(only: int | None = None) -> list[NvmlSensor]:
+    """A sensor per NVIDIA GPU (only GPU ``only``, in NVML's numbering, which the worker makes torch's);
+    none when NVML cannot be used. NVML stays initialised for them."""
     try:
         import pynvml
     except ImportError:
@@ -114,6 +118,8 @@ def nvml_sensors() -> list[NvmlSensor]:
         pynvml.nvmlInit()
         sensors = []
         for index in range(int(pynvml.nvmlDeviceGetCount())):
+            if only is not None and index != only:
+                continue
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
@@ -150,8 +156,14 @@ class PowercapSensor:
                     delta += _integer(zone / "max_energy_range_uj") or 0
                 self._total += max(delta, 0) / 1e6
             self._last[zone] = value
+        limits = [_integer(zone / "constraint_0_max_power_uw") for zone in self.zones]
+        rated = sum(limit for limit in limits if limit) / 1e6 or None
         return Reading(
-            name=self.name, kind="cpu", energy_j=self._total, temperature_c=cpu_temperature(self.sysfs)
+            name=self.name,
+            kind="cpu",
+            energy_j=self._total,
+            temperature_c=cpu_temperature(self.sysfs),
+            rated_w=rated,
         )
 
 
@@ -192,7 +204,7 @@ class HwmonGpuSensor:
         now = time.monotonic()
         if self._last is not None and power is not None:
             then, watts = self._last
-            self._total += (now - then) * (watts + power) / 2
+            self._total += min(now - then, LONGEST_GAP) * (watts + power) / 2
         if power is not None:
             self._last = (now, power)
         millidegrees = _integer(self.folder / "temp1_input")
@@ -265,11 +277,11 @@ def process_tree_cpu_seconds(pid: int | None = None, procfs: Path = PROCFS) -> f
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:
+            fields = stat[stat.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
+            parents[int(entry.name)] = int(fields[1])
+            used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, ValueError, IndexError):
             continue  # it ended meanwhile
-        fields = stat[stat.rfind(")") + 2 :].split()  # the name may hold spaces and parentheses
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
     total, todo = 0.0, [root]
     while todo:
         current = todo.pop()
@@ -291,18 +303,23 @@ def cpu_temperature(sysfs: Path = SYSFS) -> float | None:
     return hottest
 
 
-def find_sensors(device_kind: str = "cpu", sysfs: Path = SYSFS) -> tuple[list[Sensor], list[str]]:
-    """The sensors for training on ``device_kind`` ("cpu", "cuda", "rocm", "mps"), and why others are
-    missing: the GPU's own sensor where it has one, the CPU's energy (measured, else estimated)."""
+def find_sensors(
+    device_kind: str = "cpu", sysfs: Path = SYSFS, index: int | None = None
+) -> tuple[list[Sensor], list[str]]:
+    """The sensors for training on ``device_kind`` ("cpu", "cuda", "rocm", "mps") GPU ``index``, and why
+    others are missing: the GPU's own sensor where it has one, the CPU's energy (measured, else
+    estimated)."""
     sensors: list[Sensor] = []
     notes: list[str] = []
     if device_kind == "cuda":
-        gpus = nvml_sensors()
+        gpus = nvml_sensors(index)
         sensors.extend(gpus)
         if not gpus:
             notes.append("NVIDIA GPU energy: NVML is not available (install nvidia-ml-py and the driver)")
     elif device_kind == "rocm":
         gpus_amd = amd_gpu_sensors(sysfs)
+        if index is not None:
+            gpus_amd = gpus_amd[index : index + 1]
         sensors.extend(gpus_amd)
         if not gpus_amd:
             notes.append("AMD GPU energy: no amdgpu hwmon folder readable here")

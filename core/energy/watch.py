@@ -31,8 +31,9 @@ class EnergyWatch:
         self.interval = interval
         self.clock = clock
         self.governor: Governor | None = None
-        if self.limits.any and power_share is None:
+        if self.limits.any or power_share is not None:
             self.governor = Governor(self.limits)
+        self._said_no_rating = False
         self._last = -float("inf")
         self.decision = Decision(1.0, False, None)
 
@@ -51,11 +52,21 @@ class EnergyWatch:
             return self.decision
         self._last = now
         status = self.meter.update()
-        if self.power_share is not None and self.governor is None and status.rated_w:
-            watts = round(self.power_share * status.rated_w, 1)
-            self.limits = Limits(self.limits.temperature_c, watts, self.limits.daily_wh)
-            self.governor = Governor(self.limits)
-            logger.info("Power limit: %g W (%.0f%% of %g W)", watts, self.power_share * 100, status.rated_w)
+        if self.power_share is not None and self.limits.power_w is None and self.governor is not None:
+            if status.rated_w:
+                watts = round(self.power_share * status.rated_w, 1)
+                self.limits = Limits(self.limits.temperature_c, watts, self.limits.daily_wh)
+                self.governor.limits = self.limits
+                logger.info(
+                    "Power limit: %g W (%.0f%% of %g W)", watts, self.power_share * 100, status.rated_w
+                )
+            elif not self._said_no_rating:
+                self._said_no_rating = True
+                logger.warning(
+                    "The power limit of %.0f%% is not applied: this device does not say its rated power; "
+                    "give the limit in watts instead (like 120W)",
+                    self.power_share * 100,
+                )
         if self.governor is not None:
             conditions = Conditions(status.hottest, status.device_power_w, self.meter.day_wh)
             self.decision = self.governor.decide(conditions)

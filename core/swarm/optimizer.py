@@ -232,7 +232,8 @@ class CollaborativeOptimizer(OverlappedSteps):
         try:
             self._load_state_with_retries(**kwargs)
         finally:
-            self.state_averager._update_scheduler()
+            with self.state_averager.lock_optimizer:  # a delayed optimizer step may be running
+                self.state_averager._update_scheduler()
 
     def _load_state_with_retries(self, **kwargs: Any) -> None:
         for _ in range(_LOAD_ATTEMPTS):

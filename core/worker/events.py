@@ -8,7 +8,8 @@ Events (fields beyond ``v``/``type``/``time``):
               energy_source (how energy is measured, in words), energy_estimated
     state     state (one of STATES), reason (human text or null). From the worker, "pausing" adds
               step, and "paused" adds step, unused_samples (trained here but in no collaborative
-              step) and device_memory_bytes; "stopped" adds outcome ("stopped", "finished": the run's
+              step), device_memory_bytes and by ("user", or "governor": an energy limit, which
+              resumes it by itself); "stopped" adds outcome ("stopped", "finished": the run's
               last step) and step, and again=true when the run had finished before this start;
               "stopping" (training has ended, the network not yet) adds step, loss, accuracy and
               fingerprints (collaborative step -> parameter fingerprint, the last 20 steps)

@@ -152,7 +152,7 @@ class Worker:
             self.emit({**finished, "step": previous.finished_at, "again": True})
             return EXIT_OK
         totals = Totals(previous_samples=previous.samples, previous_seconds=previous.seconds)
-        energy = self._energy_watch(device.kind, previous.energy_wh)
+        energy = self._energy_watch(device, previous.energy_wh)
         self.emit(make_event("state", state="starting", reason=f"preparing {recipe.title} on {device.label}"))
 
         import torch
@@ -268,6 +268,7 @@ class Worker:
             "state",
             state="paused",
             reason=(self.energy_reason if governor else None) or "paused",
+            by="governor" if governor else "user",
             device_memory_bytes=reserved,
             step=totals.ended_at_step,
             unused_samples=totals.unused_samples,
@@ -281,7 +282,7 @@ class Worker:
 
     _watch: EnergyWatch | None = None
 
-    def _energy_watch(self, device_kind: str, previous_wh: float) -> EnergyWatch:
+    def _energy_watch(self, device: Any, previous_wh: float) -> EnergyWatch:
         """The meter for this device's sensors and the governor for the volunteer's limits."""
         from hiveling.core.energy.governor import Limits, parse_power_limit
         from hiveling.core.energy.meter import EnergyMeter
@@ -293,7 +294,8 @@ class Worker:
                 watts, share = parse_power_limit(self.args.power_limit)
             except ValueError as error:
                 raise WorkerError("bad_setting", f"The {error}") from None
-        sensors, notes = find_sensors(device_kind)
+        index = device.index if device.kind in ("cuda", "rocm") else None
+        sensors, notes = find_sensors(device.kind, index=index)
         for note in notes:
             logger.info("%s", note)
         meter = EnergyMeter(sensors, day_wh=config.load_energy_day())

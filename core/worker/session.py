@@ -334,6 +334,8 @@ class Reporter(Callback):
             hosting = not self.config.watch_host
             self.ledger = EnergyLedger(self.strategy.dht, self.config.spec.dht_prefix, read_totals=hosting)
         self._evaluate(pl_module, time.monotonic())
+        if self.config.energy is not None:
+            self.config.energy.meter.rebase()  # a pause or the start-up is not training's energy
         self.totals.start_session()
         self.emit(make_event("state", state="training", reason=None))
         self._window = (time.monotonic(), self.totals.session_samples)
@@ -422,7 +424,7 @@ class Reporter(Callback):
         decision = watch.tick()
         if decision.paused:
             self.controls.request_pause("step", by="governor")
-        elif decision.duty < 1.0:
+        if decision.duty < 1.0:
             from hiveling.core.energy.governor import rest_after
 
             self.controls.rest(rest_after(time.monotonic() - self._batch_started, decision.duty))

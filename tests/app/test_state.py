@@ -356,3 +356,15 @@ def test_a_stream_recorded_from_the_real_worker_reads_as_it_happened() -> None:
     assert state.progress.total_samples == 16128
     assert not state.finished
     assert state.status_line == "Stopped: choose Start to train again"
+
+
+def test_a_pause_of_the_energy_governor_is_known_as_such() -> None:
+    state = AppState()
+    state.join("run", announce=False)
+    state.apply(
+        make_event("state", state="paused", reason="cooling down: GPU at 86 °C, limit 80 °C", by="governor")
+    )
+    assert state.paused_by == "governor"
+    assert state.status_line == "Paused: cooling down: GPU at 86 °C, limit 80 °C"
+    state.apply(make_event("state", state="training", reason=None))
+    assert state.paused_by is None

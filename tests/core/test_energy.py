@@ -288,3 +288,37 @@ def test_the_headless_line_shows_energy_cost_temperature_and_the_governor() -> N
     assert describe_energy({"step": 3}) is None, "an older worker's event"
     assert energy_cost(100.0, None, "EUR") is None
     assert format_energy(2500.0) == "2.50 kWh"
+
+
+def test_until_its_pause_comes_the_governor_keeps_the_lowest_duty() -> None:
+    governor = Governor(Limits(temperature_c=80.0, daily_wh=10.0))
+    over_budget = governor.decide(Conditions(("CPU", 50.0), day_wh=11.0))
+    assert over_budget.paused
+    assert over_budget.duty == MIN_DUTY, "no full speed while the pause waits for the next step"
+    for _ in range(20):
+        governor.decide(Conditions(("GPU", 90.0)))
+    assert governor.hot
+    assert not governor.decide(Conditions(None)).paused, "a sensor that went away holds nobody"
+
+
+def test_a_pause_is_not_counted_as_training_and_a_failed_reading_is_no_baseline() -> None:
+    clock = Clock()
+    readings = [gpu(0.0), Reading("GPU 0", "gpu", energy_j=None), gpu(3600.0), gpu(3600.0 + 360.0)]
+    meter = EnergyMeter([Script("GPU 0", readings)], clock)
+    meter.calibrate_idle(0.5, clock.sleep)  # the second reading failed: no baseline from it
+    clock.now += 3600  # an hour paused: the next reading is the new baseline, nothing is counted
+    meter.rebase()
+    clock.now += 10
+    assert meter.update().session_wh == pytest.approx(360.0 / 3600)
+
+
+def test_a_share_of_an_unknown_rating_leaves_the_other_limits_on(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    hot = Reading("CPU package", "cpu", energy_j=0.0, temperature_c=95.0)
+    watch = EnergyWatch(EnergyMeter([Script("CPU package", [hot])], clock), Limits(80.0), 0.6, clock=clock)
+    for _ in range(3):
+        clock.now += 5
+        decision = watch.tick()
+    assert decision.duty < 1.0, "the temperature limit works without a rating"
+    assert watch.limits.power_w is None
+    assert sum("not applied" in record.message for record in caplog.records) == 1, "said once"

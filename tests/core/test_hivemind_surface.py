@@ -76,6 +76,7 @@ ATTRIBUTES = [
     (TensorPartContainer, "self.failed_size"),
     (TensorPartContainer, "self.total_size"),
     (StepControl, "self._allow_retries"),
+    (TrainingStateAverager, "self.lock_optimizer"),
 ]
 
 
