@@ -162,8 +162,10 @@ def test_factory_that_returns_no_plan_is_a_recipe_error() -> None:
     ("recipe", "overrides", "message"),
     [
         (CHARLM, {"width": 100, "heads": 3}, "width 100 must be a multiple of heads 3; try width=102"),
-        (CHARLM, {"layers": 0}, "layers must be a positive integer"),
-        (GLYPHS, {"width": -1}, "width must be a positive integer"),
+        (CHARLM, {"layers": 0}, "recipe charlm: hyperparameter layers must be between 1 and 64, not 0"),
+        (GLYPHS, {"width": -1}, "recipe glyphs: hyperparameter width must be between 1 and 256, not -1"),
+        (GLYPHS, {"dropout": 2}, "recipe glyphs: hyperparameter dropout must be between 0 and 0.9, not 2"),
+        (GLYPHS, {"lr": float("nan")}, "recipe glyphs: hyperparameter lr must be a finite number, not nan"),
     ],
 )
 def test_bad_model_sizes_are_refused_before_building(
