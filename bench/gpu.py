@@ -9,7 +9,9 @@ Checks, each with real workers (the same supervisor the tray and the CLI use):
   together and end with identical parameters;
 - pause: "pause now" leaves the volunteer paused within 2 s with its cached device memory released;
 - oom: a local batch far too large for the GPU is halved after each out-of-memory error until it fits,
-  and training goes on.
+  and training goes on;
+- energy (with pair): the volunteer measures its GPU through NVML (not the CPU-time estimate), reports
+  energy above zero and the GPU's temperature.
 On a machine without CUDA every check reports ``skipped`` with the reason, and the exit code is 0.
 """
 
@@ -30,7 +32,7 @@ from hiveling.core.commands.host import Host, HostOptions, free_port
 from hiveling.core.recipes.catalog import GLYPHS
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
-CHECKS = ("detect", "pair", "pause", "oom")
+CHECKS = ("detect", "pair", "pause", "oom", "energy")
 
 
 class Events:
@@ -121,6 +123,8 @@ def check_pair_and_pause(root: Path, run_pause: bool) -> dict[str, dict[str, Any
             "volunteer_batch": None if hello is None else hello.get("batch_size"),
             "step": None if together is None else together.get("step"),
         }
+        if together is not None:
+            results["energy"] = check_energy(hello, volunteer_events)
         if run_pause and together is not None:
             asked = time.monotonic()
             volunteer.pause("now")
@@ -153,6 +157,25 @@ def check_pair_and_pause(root: Path, run_pause: bool) -> dict[str, dict[str, Any
             results["pair"]["ok"] = False
             results["pair"]["why"] = "no collaborative step reported by both"
     return results
+
+
+def check_energy(hello: dict[str, Any] | None, events: Events) -> dict[str, Any]:
+    """NVML measures the training GPU: energy above zero, a temperature, the source said so."""
+    latest = events.wait(
+        lambda e: (
+            e.get("type") == "progress" and (e.get("energy_wh") or 0) > 0 and bool(e.get("temperatures"))
+        ),
+        30,
+    )
+    source = None if hello is None else hello.get("energy_source")
+    return {
+        "ok": latest is not None and bool(source) and "NVML" in str(source),
+        "source": source,
+        "energy_wh": None if latest is None else latest.get("energy_wh"),
+        "power_w": None if latest is None else latest.get("power_w"),
+        "temperatures": None if latest is None else latest.get("temperatures"),
+        "estimated": None if latest is None else latest.get("energy_estimated"),
+    }
 
 
 def check_oom(root: Path) -> dict[str, Any]:
@@ -203,7 +226,7 @@ def main() -> int:
             root = Path(folder)
             if "detect" in wanted:
                 results["detect"] = check_detect()
-            if wanted & {"pair", "pause"}:
+            if wanted & {"pair", "pause", "energy"}:
                 results.update(check_pair_and_pause(root, "pause" in wanted))
             if "oom" in wanted:
                 results["oom"] = check_oom(root)

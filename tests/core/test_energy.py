@@ -34,6 +34,7 @@ from hiveling.core.energy.sensors import (
 )
 from hiveling.core.energy.watch import EnergyWatch
 from hiveling.core.worker.session import Controls
+from tests.conftest import wait_until
 
 
 def write(path: Path, text: str) -> None:
@@ -322,3 +323,31 @@ def test_a_share_of_an_unknown_rating_leaves_the_other_limits_on(caplog: pytest.
     assert decision.duty < 1.0, "the temperature limit works without a rating"
     assert watch.limits.power_w is None
     assert sum("not applied" in record.message for record in caplog.records) == 1, "said once"
+
+
+def test_this_machines_powercap_counts_or_the_test_says_why_not() -> None:
+    zones, why = powercap_zones()
+    if not zones:
+        pytest.skip(f"no readable powercap (RAPL) on this machine: {why}")
+    sensor = PowercapSensor(zones)
+    sensor.read()
+    assert wait_until(lambda: (sensor.read().energy_j or 0) > 0, timeout=5), "a package's counter advances"
+
+
+def test_this_machines_nvml_reads_or_the_test_says_why_not() -> None:
+    from hiveling.core.energy.sensors import nvml_sensors
+
+    gpus = nvml_sensors()
+    if not gpus:
+        pytest.skip("no NVIDIA GPU with NVML on this machine (bench/gpu.py checks it where there is one)")
+    reading = gpus[0].read()
+    assert reading.power_w is not None
+    assert reading.power_w > 0
+    assert reading.temperature_c is not None
+
+
+def test_this_machines_cpu_temperature_is_read_or_the_test_says_why_not() -> None:
+    celsius = cpu_temperature()
+    if celsius is None:
+        pytest.skip("this machine exposes no CPU temperature through hwmon")
+    assert 0 < celsius < 130
