@@ -78,7 +78,10 @@ class EnergyWatch:
 
     def hello_fields(self) -> dict[str, Any]:
         status = self.meter.status
-        return {"energy_source": status.source, "energy_estimated": status.estimated}
+        source = status.source
+        if status.above_idle:
+            source += "; what training added over the idle power measured at start"
+        return {"energy_source": source, "energy_estimated": status.estimated}
 
     def fields(self) -> dict[str, Any]:
         """What progress events carry (new fields: older readers ignore them)."""
