@@ -117,7 +117,8 @@ def test_two_peers_train_with_gradient_compression(
     together = [step for step in sorted(set(a) & set(b)) if a[step]["peers"] == 2]
     assert len(together) >= 5, "the peers averaged compressed gradients together"
     # Compressed averages differ slightly per peer; they must stay close, not drift apart.
-    assert max_difference(a[40]["params"], b[40]["params"]) < 1e-2
+    # The last step both took together (under load a peer may end on a step the other did not report).
+    assert max_difference(a[together[-1]]["params"], b[together[-1]]["params"]) < 1e-2
     assert a[40]["loss"] < a[1]["loss"]
 
 
