@@ -47,6 +47,24 @@ class Reading:
     estimated: bool = False
 
 
+class PowerIntegral:
+    """Energy from successive power readings (trapezoids), over at most LONGEST_GAP between two."""
+
+    def __init__(self) -> None:
+        self.joules = 0.0
+        self._last: tuple[float, float] | None = None  # (time, watts)
+
+    def add(self, watts: float | None) -> float:
+        """Adds a reading taken now (None: none); returns the energy so far, in J."""
+        now = time.monotonic()
+        if watts is not None:
+            if self._last is not None:
+                then, before = self._last
+                self.joules += min(now - then, LONGEST_GAP) * (before + watts) / 2
+            self._last = (now, watts)
+        return self.joules
+
+
 class Sensor(Protocol):
     """Something that reports a device's energy, power and temperature; tests feed scripted ones."""
 
@@ -69,8 +87,7 @@ class NvmlSensor:
         self._handle = handle
         self.name = f"GPU {index} ({gpu_name})"
         self._counter = self._query("nvmlDeviceGetTotalEnergyConsumption") is not None
-        self._integrated = 0.0
-        self._last: tuple[float, float] | None = None  # (time, watts), to integrate without a counter
+        self._power = PowerIntegral()  # energy from power readings, where there is no counter
         self.method = "NVML's energy counter" if self._counter else "NVML's power readings"
         self.description = f"{self.name}: energy from {self.method}, temperature from NVML"
 
@@ -88,13 +105,7 @@ class NvmlSensor:
             millijoules = self._query("nvmlDeviceGetTotalEnergyConsumption")
             energy = None if millijoules is None else millijoules / 1000.0
         else:
-            now = time.monotonic()
-            if self._last is not None and power is not None:
-                then, watts = self._last
-                self._integrated += min(now - then, LONGEST_GAP) * (watts + power) / 2
-            if power is not None:
-                self._last = (now, power)
-            energy = self._integrated
+            energy = self._power.add(power)
         temperature = self._query("nvmlDeviceGetTemperature", 0)  # NVML_TEMPERATURE_GPU
         rating = self._query("nvmlDeviceGetPowerManagementDefaultLimit")
         return Reading(
@@ -193,26 +204,20 @@ class HwmonGpuSensor:
         self.name = f"GPU {index} (AMD)"
         self.method = "hwmon's power readings (amdgpu)"
         self.description = f"{self.name}: power and temperature from hwmon (amdgpu)"
-        self._last: tuple[float, float] | None = None
-        self._total = 0.0
+        self._power = PowerIntegral()
 
     def read(self) -> Reading:
         microwatts = _integer(self.folder / "power1_average")
         if microwatts is None:
             microwatts = _integer(self.folder / "power1_input")
         power = None if microwatts is None else microwatts / 1e6
-        now = time.monotonic()
-        if self._last is not None and power is not None:
-            then, watts = self._last
-            self._total += min(now - then, LONGEST_GAP) * (watts + power) / 2
-        if power is not None:
-            self._last = (now, power)
+        energy = self._power.add(power)
         millidegrees = _integer(self.folder / "temp1_input")
         cap = _integer(self.folder / "power1_cap")
         return Reading(
             name=self.name,
             kind="gpu",
-            energy_j=self._total,
+            energy_j=energy,
             power_w=power,
             temperature_c=None if millidegrees is None else millidegrees / 1000,
             rated_w=None if not cap else cap / 1e6,
