@@ -49,7 +49,7 @@ system-packages:
 	fi
 
 test: lint system-packages
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=25
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --durations=25
 
 bench: $(STAMP)
 	$(PY) bench/w1.py

@@ -57,14 +57,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_VARIABLE] = str(os.getpid())
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under xdist (``-n 2 --dist loadgroup``), tests that run swarms or time real peers share one queue:
-    one swarm at a time beside the quick tests, never two swarms fighting over the cores."""
-    for item in items:
-        if item.get_closest_marker("slow") or item.get_closest_marker("timed"):
-            item.add_marker(pytest.mark.xdist_group("swarms"))
-
-
 def p2pd_processes() -> set[int]:
     """This test process's p2pd daemons, orphaned ones included (they are no longer our descendants)."""
     pids = set()

@@ -98,12 +98,13 @@ def test_the_governor_slows_to_a_power_limit_and_pauses_after_a_step_at_the_dail
     host: tuple[Cli, str], volunteer: Any
 ) -> None:
     _, invite = host
+    # Both at once: the limited one takes about a minute to settle, the budget runs out in seconds.
     _, events = volunteer(invite, power_limit="1W")
+    _, budget = volunteer(invite, daily_energy_wh=0.001)
     slowed = events.wait_for(lambda e: progress(e) and (e.get("duty") or 1.0) <= 0.5, timeout=180)
     assert slowed["governor"].startswith("keeping under 1 W: training"), slowed
     assert slowed["power_w"] is not None
 
-    _, budget = volunteer(invite, daily_energy_wh=0.001)
     pausing = budget.wait_for(state("pausing"), timeout=180)
     assert "today's energy budget (0.001 Wh) is used" in pausing["reason"]
     paused = budget.wait_for(state("paused"), timeout=90)

@@ -41,6 +41,15 @@ def assert_agree_at_every_common_step(histories: list[dict[int, dict[str, Any]]]
     return common
 
 
+def rounds(histories: list[dict[int, dict[str, Any]]]) -> list[list[tuple[int, int, int, bool]]]:
+    """Each peer's outer steps as (step, group size, failed rounds, whether the group held every peer)."""
+    everyone = {h[step]["me"] for h in histories for step in h}
+    return [
+        [(step, e["group"], e["failed_rounds"], everyone <= set(e["round"])) for step, e in sorted(h.items())]
+        for h in histories
+    ]
+
+
 def test_outer_parameters_are_identical_after_every_outer_step(start_peer: StartPeer, run_id: str) -> None:
     steps = 12
     # The second peer trains at once, so that the first sees it (a peer that has not trained is not
@@ -52,7 +61,7 @@ def test_outer_parameters_are_identical_after_every_outer_step(start_peer: Start
     assert [first.finish(), second.finish()] == [0, 0], [first.process.tail(), second.process.tail()]
     histories = [first.steps(), second.steps()]
     common = assert_agree_at_every_common_step(histories)
-    assert len(common) >= 3, f"the peers exchanged together at steps {sorted(common)}"
+    assert len(common) >= 3, f"the peers exchanged together at steps {sorted(common)}: {rounds(histories)}"
     # A round can fail on a busy machine: the peer then takes the others' parameters, and agrees again.
     assert all(h[max(h)]["failed_rounds"] <= 2 for h in histories)
     losses = [e["loss"] for _, e in sorted(histories[0].items()) if e["loss"] == e["loss"]]  # not NaN
