@@ -150,6 +150,7 @@ def measure(
     n_peers: int, duration: float, warmup: float, options: dict[str, Any], workdir: Path
 ) -> dict[str, Any]:
     """n_peers == 0 runs the plain Lightning baseline."""
+    import footprint
     import numpy as np
     from workload import IDEAL_PER_PEER, samples_in_window
 
@@ -208,8 +209,10 @@ def measure(
     window_start = time.time() + warmup
     time.sleep(warmup)
     cpu_before = read_cpu_times()
+    prints_before = [footprint.take(proc.pid) for proc in procs]
     time.sleep(duration)
     cpu_after = read_cpu_times()
+    prints_after = [footprint.take(proc.pid) for proc in procs]
     stop_file.write_text("stop")  # ...to when all of them are told to stop.
     errors = []
     for proc in procs:
@@ -276,6 +279,15 @@ def measure(
             result["median_batch_s_outside_steps"] = round(float(np.median(plain)), 4)
             result["mean_batch_s_outside_steps"] = round(float(np.mean(plain)), 4)
             result["p90_batch_s_outside_steps"] = round(float(np.percentile(plain, 90)), 4)
+    peer_steps = [
+        sum(1 for t in r.get("step_times", {}).values() if window_start < float(t) <= window_start + duration)
+        for r in records
+    ]
+    # Each peer's processes and their cost over the measuring window (joins excluded).
+    result["footprint"] = [
+        footprint.compare(before, after, proc.pid, steps)
+        for before, after, proc, steps in zip(prints_before, prints_after, procs, peer_steps, strict=True)
+    ]
     if n_peers == 0:
         ends = [e for e in records[0]["ends"] if start < e <= stop]
         result["median_batch_s"] = round(float(np.median(np.diff(ends))), 4)
