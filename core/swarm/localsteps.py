@@ -18,7 +18,9 @@ into its next change.
 A peer that falls behind (a failed round, a newcomer, a peer whose outer parameters differ from its
 group's) downloads the outer parameters and the outer optimizer's momentum from a peer, in the
 background, and moves its local parameters by the difference: the work it trained is kept and goes
-into its next change.
+into its next change. After a round it was behind in, it asks again until a peer serves the step that
+round reached: the others apply a round at their next local step and serve the step before until then,
+and taking that one would leave the peer one round behind at every round from then on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 from hivemind.averaging.control import AveragingStage
 from hivemind.compression import CompressionBase, Float16Compression
 
-from hiveling.core.swarm.averagers import fingerprint
+from hiveling.core.swarm.averagers import fingerprint, gathered_epoch
 from hiveling.core.swarm.deltas import DeltaAverager
 from hiveling.core.swarm.optimizer import NonFiniteTraining, all_finite, keeps_its_state
 from hiveling.core.swarm.tracker import SelfCountingTracker
@@ -44,6 +46,10 @@ logger = logging.getLogger(__name__)
 #: The published recipe's outer optimizer (DiLoCo): SGD, Nesterov momentum 0.9, learning rate 0.7.
 DEFAULT_OUTER_LR = 0.7
 DEFAULT_OUTER_MOMENTUM = 0.9
+#: A download that served the step before the one a round just reached is asked for again this many
+#: times, this many seconds apart, before this peer continues from what it got.
+_STALE_DOWNLOAD_RETRIES = 20
+_STALE_DOWNLOAD_PAUSE = 0.1
 
 
 class LocalStepsOptimizer(torch.optim.Optimizer):
@@ -132,6 +138,11 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         self._sent: list[torch.Tensor] | None = None  # this peer's change in the running round
         self._download: Any = None  # a download of the swarm's state in the background
         self._resync_needed = False
+        # After a round this peer was behind in, the step its download must reach (the group's, once
+        # applied), and when a download that served an older one may be asked for again.
+        self._download_at_least = 0
+        self._stale_downloads = 0
+        self._retry_download_at = 0.0
         self._samples = 0  # trained since the last exchange began
         self._tried_catching_up = False
         self._batch_size = batch_size_per_step or 1
@@ -271,7 +282,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             self._finish_exchange()
         if self._download is not None and self._download.done():
             self._finish_download()
-        if self._round is None and self._download is None and self._resync_needed:
+        idle = self._round is None and self._download is None
+        if idle and self._resync_needed and time.monotonic() >= self._retry_download_at:
             self._resync_needed = False
             if not self.alone():
                 self._start_download()
@@ -307,6 +319,12 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         behind = self.tracker.local_progress.epoch > self.outer_epoch or (
             self.tracker.global_epoch > self.outer_epoch + 1
         )
+        logger.debug(
+            "Exchange due at step %d: tracker at %d, swarm at %d",
+            self.outer_epoch,
+            self.tracker.local_progress.epoch,
+            self.tracker.global_epoch,
+        )
         if behind and not self.alone() and not self._tried_catching_up:
             # The swarm has applied a step this peer did not (a newcomer, a failed round): catch up
             # first, so that this peer's change is measured from the same outer parameters as theirs.
@@ -319,8 +337,10 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
                 torch.sub(outer, param.detach().to("cpu", torch.float32), out=buffer)
             sent = [buffer.clone() for buffer in buffers]
         weight, self._samples = float(self._samples), 0
-        with self.tracker.pause_updates():  # never backwards: a newcomer may count from the swarm's epoch
-            self.tracker.update_epoch(max(self.outer_epoch, self.tracker.local_progress.epoch) + 1)
+        # The samples from now on count toward the next exchange: the one after this round. Never
+        # backwards, since a newcomer may already count toward it from a download mid-round.
+        with self.tracker.pause_updates():
+            self.tracker.update_epoch(max(self.outer_epoch + 1, self.tracker.local_progress.epoch))
         if not all_finite(sent):
             logger.warning("This peer's change is not finite: left out of the exchange")
             self._restart_from_outer()
@@ -400,6 +420,9 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             self.outer_epoch += 1
             return
         keep, why = keeps_its_state(me, gathered, set(self.tracker.active_peer_ids) | group)
+        logger.debug(
+            "Exchange of step %d: %s (keep %s: %s)", self.outer_epoch + 1, list(gathered.values()), keep, why
+        )
         self.step_averaged = True
         self.last_group_size = len(group)
         self.last_group = frozenset(group)
@@ -407,6 +430,11 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         if not keep:
             logger.info("%s: downloading the collaboration's parameters", why)
             self._resync_needed = True
+            # The others apply this round at their next local step; until then they serve the step
+            # before it, which would leave this peer one round behind at every round from now on.
+            epochs = [e for e in map(gathered_epoch, gathered.values()) if e is not None]
+            self._download_at_least = max(epochs, default=self.outer_epoch - 1) + 1
+            self._stale_downloads = 0
 
     def _apply_outer_step(self, averaged: list[torch.Tensor], sent: list[torch.Tensor] | None = None) -> None:
         """The outer step on ``averaged`` changes; local parameters keep what they trained since ``sent``."""
@@ -477,9 +505,21 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
         if not isinstance(epoch, int) or len(tensors) != 2 * count:
             logger.warning("A peer served a state of another shape: continuing from this peer's")
             return
+        logger.debug(
+            "Peers served step %d (this peer at %d, waiting for %d)",
+            epoch,
+            self.outer_epoch,
+            self._download_at_least,
+        )
+        if epoch < self._download_at_least and self._stale_downloads < _STALE_DOWNLOAD_RETRIES:
+            self._stale_downloads += 1
+            self._resync_needed = True
+            self._retry_download_at = time.monotonic() + _STALE_DOWNLOAD_PAUSE
+            return
         if epoch < self.outer_epoch:
             logger.info("Peers serve step %d, this peer is at %d: keeping its own", epoch, self.outer_epoch)
             return
+        before = self.outer_epoch
         with torch.no_grad():
             with self._outer_lock:
                 shift = []
@@ -491,15 +531,17 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
                 self.outer_epoch = epoch
             for param, moved in zip(self._params, shift, strict=True):
                 param.add_(moved.to(param.device, param.dtype))
-        self.step_averaged = True
-        self.last_group_size = 0
-        self.last_group = frozenset()
         self.averager.state_sharing_priority = float(self.outer_epoch)
         # Joining while the others exchange: this peer's first change goes with their next exchange.
         current = max(epoch, int(self.tracker.global_epoch))
         if self.tracker.local_progress.epoch < current:
             with self.tracker.pause_updates():
                 self.tracker.update_epoch(current)
+        if epoch == before and not any(bool(moved.any()) for moved in shift):
+            return  # the same step, the same parameters: nothing new to report
+        self.step_averaged = True
+        self.last_group_size = 0
+        self.last_group = frozenset()
         if self.on_outer_step is not None:
             self.on_outer_step(self.outer_params)
 

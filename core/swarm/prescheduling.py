@@ -10,10 +10,12 @@ begins, when the state is replaced, at shutdown.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 from typing import Any
 
 import hivemind
+from hivemind.averaging.control import AveragingStage
 from hivemind.utils import get_dht_time
 
 logger = logging.getLogger(__name__)
@@ -85,7 +87,26 @@ class BackgroundPrescheduling(hivemind.Optimizer):  # type: ignore[misc]
         if self._scheduler is not None:
             # A helper stuck on a silent averager process is left behind rather than waited for.
             self._scheduler.shutdown(wait=not self._scheduler_stuck, cancel_futures=True)
+        # A delayed step's round may still be cancelled from its thread (every other peer left): let it end.
+        self.state_averager.step(wait_for_delayed_updates=True)
+        self._drop_rounds_over()
         super().shutdown()
+
+    def _drop_rounds_over(self) -> None:
+        """Cancel the scheduled rounds still looking for a group, here rather than in hivemind's shutdown.
+
+        hivemind cancels them as if nobody had: a round that ended meanwhile, or that was cancelled
+        while it ran (when every other peer left), raises InvalidStateError there and fails the whole
+        shutdown. Rounds past matchmaking are left to hivemind, which takes part with zero weight.
+        """
+        for name in ("scheduled_grads", "scheduled_state"):
+            control = getattr(self, name, None)
+            if control is None:
+                continue
+            if control.done() or control.stage == AveragingStage.LOOKING_FOR_GROUP:
+                setattr(self, name, None)
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    control.cancel()
 
 
 def _cancel_late_round(scheduling: concurrent.futures.Future[Any]) -> None:

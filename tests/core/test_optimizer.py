@@ -66,3 +66,34 @@ def test_after_a_round_the_peers_behind_or_in_the_minority_download_the_state(
         assert kept is expected, peer
         if not kept and why:
             assert why in reason
+
+
+def test_shutdown_survives_a_scheduled_round_cancelled_behind_its_back() -> None:
+    """hivemind's shutdown cancels a round still looking for a group; if another thread cancelled it
+    first (a delayed step whose peers all left), hivemind's cancel raised and the peer's exit failed."""
+    import hivemind
+    import torch
+
+    from hiveling.core.swarm.optimizer import CollaborativeOptimizer
+
+    dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    try:
+        optimizer = CollaborativeOptimizer(
+            dht=dht,
+            run_id="shutdown-test",
+            params=torch.nn.Linear(4, 2).parameters(),
+            optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+            target_batch_size=8,
+            batch_size_per_step=4,
+            matchmaking_time=3.0,
+            averaging_timeout=10.0,
+        )
+        control = optimizer.grad_averager.schedule_step(timeout=10.0)
+        # The other thread's cancel as the averager process sees it: requested, not yet reflected here.
+        control._cancel.set_result(None)
+        assert not control.done()
+        optimizer.scheduled_grads = control
+        optimizer.shutdown()
+        assert optimizer.scheduled_grads is None
+    finally:
+        dht.shutdown()

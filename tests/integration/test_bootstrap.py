@@ -65,4 +65,8 @@ def test_peers_joining_through_a_node_that_does_not_train_step_together(
     assert averaged, ("no step both peers averaged", [peer.process.tail() for peer in peers])
     step = max(averaged)
     difference = max_difference(first[step]["params"], second[step]["params"])
-    assert difference < 1e-6, (step, difference, [peer.process.tail() for peer in peers])
+    summary = [
+        [(s, e["peers"], e["averaged"], e["failed_rounds"]) for s, e in sorted(h.items())]
+        for h in (first, second)
+    ]
+    assert difference < 1e-6, (step, difference, summary, [peer.process.tail()[-3000:] for peer in peers])

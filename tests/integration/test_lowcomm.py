@@ -87,7 +87,7 @@ def test_a_newcomer_downloads_the_outer_state_mid_run_and_agrees_from_then_on(
     for other in histories[:2]:
         pair = assert_agree_at_every_common_step([histories[2], other])
         later |= {step for step in pair if step > min(histories[2])}
-    assert later, ("the newcomer took part in later exchanges", [sorted(h) for h in histories])
+    assert later, f"the newcomer took part in no later exchange: {rounds(histories)}"
     assert max(e["peers"] for e in histories[2].values()) == 3
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -71,6 +72,8 @@ def run_peer(config: PeerConfig) -> None:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
+    if os.environ.get("TRIAL_LOG"):  # e.g. TRIAL_LOG=DEBUG: our own modules' messages on stderr too
+        logging.basicConfig(level=os.environ["TRIAL_LOG"], format="%(asctime)s %(name)s %(message)s")
     from hiveling.core.swarm.strategy import HivemindStrategy
 
     torch.set_num_threads(1)
