@@ -103,8 +103,7 @@ class CollaborativeOptimizer(OverlappedSteps):
             kwargs.setdefault("grad_averager_factory", SizedGradientAverager)
         super().__init__(**kwargs)
         if isinstance(self.state_averager, SizedStateAverager):
-            self.state_averager.update_landing = self._update_landing_anyhow
-            self.state_averager.optimizer.register_step_post_hook(self._note_step_applied)
+            self.state_averager.update_landing = self.update_landing
         if isinstance(self.grad_averager, SizedGradientAverager):
             self.grad_averager.current_epoch = lambda: int(self.local_epoch)
 
@@ -300,25 +299,10 @@ class CollaborativeOptimizer(OverlappedSteps):
     #: Rounds that failed (a timeout, peers lost) and left this peer stepping on its own gradients.
     failed_rounds = 0
 
-    #: Set once a step's round is over, cleared by its optimizer step (which hivemind's delayed step
-    #: runs in a background thread, later).
-    _step_due = False
-
-    def _update_landing_anyhow(self) -> bool:
-        """Whether an update whose epoch has begun only waits for this process: an overlapped one, or
-        hivemind's delayed optimizer step (``delay_optimizer_step``, ``delay_grad_averaging``) whose
-        round is over. A peer asking for the state waits for it rather than get the step before under
-        this step's label, which left it one update apart when its retries ran out on a busy machine."""
-        return self.update_landing() or self._step_due
-
-    def _note_step_applied(self, *_: Any) -> None:
-        self._step_due = False
-
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
         if maybe_step_control is not None:
             self._wait_for_round(maybe_step_control)
         super()._average_gradients_and_load_into_optimizer(maybe_step_control)
-        self._step_due = True
         me = self.dht.peer_id.to_bytes()
         group = {me}
         gathered: dict[bytes, Any] = {}
