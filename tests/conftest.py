@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,19 @@ def is_process_lifetime(thread: threading.Thread) -> bool:
     target = getattr(thread, "_target", None)
     owner = type(getattr(target, "__self__", None)).__name__
     # multiprocessing's resource sharer serves file descriptors of shared tensors until exit.
-    return thread.name in PROCESS_LIFETIME_THREADS or owner == "_ResourceSharer"
+    return (
+        thread.name in PROCESS_LIFETIME_THREADS or owner == "_ResourceSharer" or in_hivemind_executor(thread)
+    )
+
+
+def in_hivemind_executor(thread: threading.Thread) -> bool:
+    """A worker of the executor hivemind creates once per process, on first use, and never shuts down
+    (its progress tracker's fetches enter a lock through it)."""
+    wrapper = getattr(sys.modules.get("hivemind.utils.asyncio"), "_AsyncContextWrapper", None)
+    executor = getattr(wrapper, "CONTEXT_EXECUTOR", None)
+    args = getattr(thread, "_args", ())
+    reference = args[0] if args else None  # a pool worker's first argument: its executor, weakly
+    return executor is not None and callable(reference) and reference() is executor
 
 
 def descendants(pid: int) -> set[int]:

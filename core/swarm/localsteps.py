@@ -532,8 +532,11 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             for param, moved in zip(self._params, shift, strict=True):
                 param.add_(moved.to(param.device, param.dtype))
         self.averager.state_sharing_priority = float(self.outer_epoch)
+        if self.tracker.global_epoch > epoch + 1:
+            # Records claim steps past what the most advanced peer serves (a lying member): left out.
+            self.tracker.doubt_steps_above(epoch + 1)
         # Joining while the others exchange: this peer's first change goes with their next exchange.
-        current = max(epoch, int(self.tracker.global_epoch))
+        current = min(max(epoch, int(self.tracker.global_epoch)), epoch + 1)
         if self.tracker.local_progress.epoch < current:
             with self.tracker.pause_updates():
                 self.tracker.update_epoch(current)

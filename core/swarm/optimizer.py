@@ -252,6 +252,12 @@ class CollaborativeOptimizer(OverlappedSteps):
                 return
             time.sleep(_LOAD_RETRY_SECONDS)
         logger.warning("Peers kept serving an older step than the swarm's; continuing from it")
+        if isinstance(self.tracker, SelfCountingTracker):
+            # Records that claim steps nobody serves would send this peer here at every step.
+            served = getattr(self.state_averager, "served_epoch", None)
+            self.tracker.doubt_steps_above(
+                max(-1 if served is None else int(served), int(self.local_epoch)) + 1
+            )
 
     def _others_still_training(self) -> bool:
         """Ask the DHT directly (the tracker is paused during a step) whether another peer is still there.
@@ -262,9 +268,10 @@ class CollaborativeOptimizer(OverlappedSteps):
         found = self.dht.get(self.tracker.training_progress_key, latest=True)
         records = found.value if found is not None and isinstance(found.value, dict) else {}
         me = self.dht.peer_id.to_bytes()
+        believes = self.tracker.believes if isinstance(self.tracker, SelfCountingTracker) else bool
         return any(
-            isinstance(value, dict) and bytes(value.get("peer_id", b"")) != me
-            for value in (getattr(record, "value", None) for record in records.values())
+            isinstance(value, dict) and bytes(value.get("peer_id", b"")) != me and believes(record)
+            for record, value in ((record, getattr(record, "value", None)) for record in records.values())
         )
 
     #: Asked between checks while a round runs: whether this peer is leaving (a stop, a "pause now"),

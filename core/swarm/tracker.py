@@ -4,11 +4,16 @@ at a pace the DHT can bear."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.utils import ValueWithExpiration, get_dht_time
+
+from hiveling.core.swarm.plausibility import why_implausible
+
+logger = logging.getLogger(__name__)
 
 #: Progress within an epoch is published at most this often; other peers extrapolate in between.
 DEFAULT_REPORT_PERIOD = 0.5
@@ -36,6 +41,8 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         self._active_epoch = -float("inf")  # the global epoch when this peer last had samples
         self._absent: dict[bytes, float] = {}
         self._record_times: dict[bytes, float] = {}
+        self._epoch_ceiling: tuple[int, float] | None = None  # (step, until when)
+        self._doubted: set[bytes] = set()  # peers whose records were ignored, each logged once
         super().__init__(*args, **kwargs)
 
     def mark_absent(self, peers: Iterable[bytes]) -> None:
@@ -69,8 +76,45 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
             self._active_epoch = self.global_epoch
         super().report_local_progress(local_epoch, samples_accumulated, **kwargs)
 
+    #: Seconds a ceiling on the steps records may claim holds (``doubt_steps_above``).
+    doubt_period = 60.0
+
+    def doubt_steps_above(self, epoch: int) -> None:
+        """Ignore records that claim a step past ``epoch`` for ``doubt_period`` seconds, and fetch again.
+
+        Called when downloads kept serving older steps than the swarm's records claim: a record that
+        nobody's state backs would otherwise send this peer downloading at every step. The ceiling
+        rises with this peer's own steps, and lapses, so that a peer doubted by mistake (a state served
+        late on a busy machine) counts again.
+        """
+        self._epoch_ceiling = (epoch, get_dht_time() + self.doubt_period)
+        self.global_progress.next_fetch_time = get_dht_time()
+        self.global_state_updated.set()
+
+    def _current_ceiling(self) -> int | None:
+        ceiling = self._epoch_ceiling
+        if ceiling is None or get_dht_time() > ceiling[1]:
+            return None
+        return max(ceiling[0], int(self.local_progress.epoch) + 1)
+
+    def believes(self, record: Any) -> bool:
+        """Whether a progress record read from the DHT is plausible (``plausibility.py``); the first
+        implausible one of each peer is logged."""
+        value = getattr(record, "value", None)
+        if not isinstance(value, dict):
+            return True  # hivemind's parser leaves out what it cannot read
+        why = why_implausible(value, int(self.target_batch_size), self._current_ceiling())
+        if why is None:
+            return True
+        peer = bytes(value.get("peer_id", b""))
+        if peer not in self._doubted:
+            self._doubted.add(peer)
+            logger.warning("Ignoring the progress that peer %s reports: %s", peer.hex()[-12:], why)
+        return False
+
     def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:
         records = dict(metadata) if isinstance(metadata, dict) else {}
+        records = {key: record for key, record in records.items() if self.believes(record)}
         records[self._local_public_key] = ValueWithExpiration(
             self.local_progress.dict(), get_dht_time() + self.metadata_expiration
         )
