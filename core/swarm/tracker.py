@@ -88,6 +88,8 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         late on a busy machine) counts again.
         """
         self._epoch_ceiling = (epoch, get_dht_time() + self.doubt_period)
+        # Until the fetch comes back without them, the swarm is where the peer's download left it.
+        self.global_progress.epoch = min(self.global_progress.epoch, epoch - 1)
         self.global_progress.next_fetch_time = get_dht_time()
         self.global_state_updated.set()
 

@@ -117,5 +117,6 @@ def test_a_record_claiming_a_step_nobody_serves_does_not_freeze_a_peer(
     log = peer.process.tail()
     reached = max(peer.steps())
     assert reached >= steps, (reached, log[-3000:])
-    assert log.count("Peers kept serving an older step") <= 1, log[-3000:]
+    # Without the bounds: 44 such download cycles of a second each, in this run's 60 steps.
+    assert log.count("Peers kept serving an older step") <= 2, log[-3000:]
     assert log.count("Ignoring the progress that peer") == 1, log[-3000:]
