@@ -50,8 +50,9 @@ def run_peer(args: argparse.Namespace) -> None:
     )
     snapshots: dict[int, Any] = {}
     step_times: dict[int, float] = {}
-    averaged: dict[int, bool] = {}  # False: the step's round failed and it used local gradients
+    averaged: dict[int, bool] = {}  # False: the round failed (local gradients) or found the peer out of step
     failed_rounds = [0]
+    resynced_rounds = [0]
     blocked: list[tuple[float, float]] = []
     options = json.loads(args.options)
 
@@ -71,6 +72,7 @@ def run_peer(args: argparse.Namespace) -> None:
                 step_times[epoch] = time.time()
                 averaged[epoch] = bool(getattr(hm, "step_averaged", True))
                 failed_rounds[0] = int(getattr(hm, "failed_rounds", 0))
+                resynced_rounds[0] = int(getattr(hm, "resynced_rounds", 0))
                 if epoch >= 1 and not started.exists():
                     started.write_text(str(epoch))
 
@@ -134,6 +136,7 @@ def run_peer(args: argparse.Namespace) -> None:
                 "blocked": blocked,
                 "averaged": averaged,
                 "failed_rounds": failed_rounds[0],
+                "resynced_rounds": resynced_rounds[0],
             }
         )
     )
@@ -251,6 +254,7 @@ def measure(
         steps_both_took = {int(k) for k in common}
         failed = {int(k) for r in records for k, ok in r["averaged"].items() if not ok} & steps_both_took
         result["failed_rounds"] = [r["failed_rounds"] for r in records]
+        result["resynced_rounds"] = [r.get("resynced_rounds", 0) for r in records]
         result["steps_with_a_failed_round"] = sorted(failed)
         result["steps_differing_over_1e-6_not_after_a_failure"] = [
             int(k)

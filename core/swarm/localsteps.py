@@ -337,10 +337,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
                 torch.sub(outer, param.detach().to("cpu", torch.float32), out=buffer)
             sent = [buffer.clone() for buffer in buffers]
         weight, self._samples = float(self._samples), 0
-        # The samples from now on count toward the next exchange: the one after this round. Never
-        # backwards, since a newcomer may already count toward it from a download mid-round.
-        with self.tracker.pause_updates():
-            self.tracker.update_epoch(max(self.outer_epoch + 1, self.tracker.local_progress.epoch))
+        with self.tracker.pause_updates():  # never backwards: a newcomer may count from the swarm's epoch
+            self.tracker.update_epoch(max(self.outer_epoch, self.tracker.local_progress.epoch) + 1)
         if not all_finite(sent):
             logger.warning("This peer's change is not finite: left out of the exchange")
             self._restart_from_outer()
@@ -532,11 +530,8 @@ class LocalStepsOptimizer(torch.optim.Optimizer):
             for param, moved in zip(self._params, shift, strict=True):
                 param.add_(moved.to(param.device, param.dtype))
         self.averager.state_sharing_priority = float(self.outer_epoch)
-        if self.tracker.global_epoch > epoch + 1:
-            # Records claim steps past what the most advanced peer serves (a lying member): left out.
-            self.tracker.doubt_steps_above(epoch + 1)
         # Joining while the others exchange: this peer's first change goes with their next exchange.
-        current = min(max(epoch, int(self.tracker.global_epoch)), epoch + 1)
+        current = max(epoch, int(self.tracker.global_epoch))
         if self.tracker.local_progress.epoch < current:
             with self.tracker.pause_updates():
                 self.tracker.update_epoch(current)

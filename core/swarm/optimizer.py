@@ -300,11 +300,15 @@ class CollaborativeOptimizer(OverlappedSteps):
                 logger.info("Every other peer left during the averaging round: continuing alone")
                 control.cancel()
 
-    #: Whether the last step's update holds the group's averaged gradients (or this peer was alone and
-    #: no round was due); False after a failed round, whose update holds this peer's gradients only.
+    #: Whether the last step's update holds the group's averaged gradients, applied to the group's
+    #: parameters (or this peer was alone and no round was due); False after a failed round, whose
+    #: update holds this peer's gradients only, and after a round that found this peer out of step.
     step_averaged = True
     #: Rounds that failed (a timeout, peers lost) and left this peer stepping on its own gradients.
     failed_rounds = 0
+    #: Rounds after which this peer's parameters were not the group's (it was behind, or in the
+    #: minority) and it downloaded the group's state.
+    resynced_rounds = 0
 
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control: Any) -> None:
         if maybe_step_control is not None:
@@ -342,6 +346,10 @@ class CollaborativeOptimizer(OverlappedSteps):
                 self.tracker.mark_absent(missing)
         if not keep:
             logger.info("%s: downloading their state", why)
+            # Averaged or not, this step's update landed on parameters that were not the group's: the
+            # peer agrees with the others again once the download is in, not at this step.
+            self.step_averaged = False
+            self.resynced_rounds += 1
         self._resync_needed = not keep
 
     def _state_replaced_soon(self) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
+from hivemind.p2p import PeerID
 from hivemind.utils import ValueWithExpiration, get_dht_time
 
 from hiveling.core.swarm.plausibility import why_implausible
@@ -111,7 +112,8 @@ class SelfCountingTracker(ProgressTracker):  # type: ignore[misc]
         peer = bytes(value.get("peer_id", b""))
         if peer not in self._doubted:
             self._doubted.add(peer)
-            logger.warning("Ignoring the progress that peer %s reports: %s", peer.hex()[-12:], why)
+            name = PeerID(peer).to_base58() if peer else "?"
+            logger.warning("Ignoring the progress that peer %s reports: %s", name, why)
         return False
 
     def _parse_swarm_progress_data(self, metadata: Any) -> GlobalTrainingProgress:

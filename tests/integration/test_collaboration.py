@@ -176,7 +176,8 @@ def test_a_peer_whose_parameters_went_astray_is_brought_back_in_line(
     # stay apart from the second's for good: agreeing again proves that one side was re-synchronized.
     # (Whether a step's snapshot still shows the shift depends on how fast that happens.)
     perturbed = first.wait_for(lambda e: e["type"] == "perturbed", timeout=0)["step"]
-    assert perturbed in a
+    # (Its step event may be missing: a peer that reached that step by a download took no optimizer step.)
+    assert perturbed + SETTLE_STEPS <= steps, f"perturbed at step {perturbed}, too late to see it heal"
 
     def agree(step: int) -> bool:
         return step in a and step in b and max_difference(a[step]["params"], b[step]["params"]) <= 1e-6

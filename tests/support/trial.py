@@ -182,6 +182,7 @@ def run_peer(config: PeerConfig) -> None:
                     # False after a failed round: this update holds this peer's gradients only.
                     "averaged": bool(getattr(optimizer, "step_averaged", True)),
                     "failed_rounds": int(getattr(optimizer, "failed_rounds", 0)),
+                    "resynced_rounds": int(getattr(optimizer, "resynced_rounds", 0)),
                     "loss": self.last_loss,
                 }
             )
