@@ -70,6 +70,19 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_VARIABLE] = str(os.getpid())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, the longest-bounded ahead: xdist hands out tests in this order, so the two
+    workers share the long ones instead of one of them ending the run alone with a demo."""
+
+    def expected_cost(item: pytest.Item) -> float:
+        if item.get_closest_marker("slow") is None:
+            return 0.0
+        bound = item.get_closest_marker("timeout")
+        return float(bound.args[0]) if bound is not None and bound.args else 1.0
+
+    items.sort(key=expected_cost, reverse=True)  # stable: the same order in every xdist worker
+
+
 def p2pd_processes() -> set[int]:
     """This test process's p2pd daemons, orphaned ones included (they are no longer our descendants)."""
     pids = set()

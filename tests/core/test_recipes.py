@@ -295,7 +295,7 @@ def test_charlm_reads_python_documentation_or_docstrings() -> None:
 
 
 def test_glyphs_draws_with_the_bitmap_font_where_freetype_is_missing() -> None:
-    image = glyphs.draw_glyph(random.Random(3), "K", ImageFont.load_default_imagefont())
+    image = glyphs.draw_stamp("K", ImageFont.load_default_imagefont(), stroke=1)
     assert image.shape == (glyphs.IMAGE_SIZE, glyphs.IMAGE_SIZE)
     assert 10 < (image > 100).sum() < 300
 
