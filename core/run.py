@@ -19,6 +19,9 @@ class RunSpec:
     last_step: int | None = None  # the run ends at this collaborative step (None: when the host stops)
     #: The low-communication mode's local steps between exchanges; None: the synchronous mode.
     local_steps: int | None = None
+    #: A closed run's credentials, in hex: the organizer's public key and the invite's join secret.
+    organizer_key: str | None = None
+    join_secret: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "peers": list(self.peers)}
@@ -35,6 +38,8 @@ class RunSpec:
             peers=tuple(raw.get("peers") or ()),
             last_step=int(raw["last_step"]) if raw.get("last_step") else None,
             local_steps=int(raw["local_steps"]) if raw.get("local_steps") else None,
+            organizer_key=str(raw["organizer_key"]) if raw.get("organizer_key") else None,
+            join_secret=str(raw["join_secret"]) if raw.get("join_secret") else None,
         )
 
     @property

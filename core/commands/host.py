@@ -52,9 +52,10 @@ class HostOptions:
 
 
 def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, RunSpec]:
-    """The organizer key and the run it hosts (pure apart from creating the key on first use)."""
+    """The organizer key and the run it hosts (pure apart from creating the key and the run's join
+    secret on first use)."""
     from hiveling.core.invites.invite import InviteError, OrganizerKey, invite_for, run_id_for
-    from hiveling.core.invites.keys import OrganizerKeyError
+    from hiveling.core.invites.keys import OrganizerKeyError, load_or_create_secret
     from hiveling.core.recipes import RecipeError, find_recipe
     from hiveling.core.swarm.peers import PeerAddressError, check_multiaddrs
 
@@ -73,11 +74,13 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         if options.target_batch_size is None
         else options.target_batch_size
     )
+    key_path = key_path or paths.config_dir() / KEY_FILE
+    name = options.run_name or f"{recipe.title}"
     try:
-        key = OrganizerKey.load_or_create(key_path or paths.config_dir() / KEY_FILE)
+        key = OrganizerKey.load_or_create(key_path)
+        secret = load_or_create_secret(secret_path(key_path, run_id_for(key.public_bytes, name)))
     except (OrganizerKeyError, OSError) as error:
         raise HostError(str(error)) from error
-    name = options.run_name or f"{recipe.title}"
     spec = RunSpec(
         run_id=run_id_for(key.public_bytes, name),
         run_name=name,
@@ -88,12 +91,19 @@ def plan_run(options: HostOptions, key_path: Path | None = None) -> tuple[Any, R
         hparams={k: v for k, v in hparams.items() if recipe.defaults.get(k) != v},
         last_step=options.last_step,
         local_steps=choose_local_steps(options, recipe.local_steps),
+        organizer_key=key.public_bytes.hex(),
+        join_secret=secret.hex(),
     )
     try:  # everything but the addresses, which only the running worker knows
         invite_for(key, spec, [PLACEHOLDER_PEER], options.expires_in)
     except InviteError as error:
         raise HostError(str(error)) from error
     return key, spec
+
+
+def secret_path(key_path: Path, run_id: str) -> Path:
+    """Where a run's join secret is kept: beside the organizer key that closes the run."""
+    return key_path.with_name(f"join-{run_id}.secret")
 
 
 #: Local steps between exchanges when the organizer picks the local mode for a recipe without its own.
@@ -176,7 +186,8 @@ class Host:
     ) -> None:
         self.options = options
         self.on_event = on_event
-        self.key, self.spec = plan_run(options, key_path)
+        self.key_path = key_path or paths.config_dir() / KEY_FILE
+        self.key, self.spec = plan_run(options, self.key_path)
         self.invite: Any = None
         self.error: str | None = None
         self.invite_ready = threading.Event()
@@ -184,6 +195,7 @@ class Host:
             WorkerOptions(
                 run_spec=self.spec,
                 role="host",
+                organizer_key=str(self.key_path),
                 device=options.device,
                 batch_size=options.batch_size,
                 cpu_threads=options.cpu_threads,

@@ -86,6 +86,8 @@ MAX_NAME_CHARS: Final = 64
 MAX_TARGET_BATCH_SIZE: Final = 1 << 20
 MAX_LAST_STEP: Final = 1 << 30
 MAX_LOCAL_STEPS: Final = 100_000
+MIN_JOIN_SECRET: Final = 16
+MAX_JOIN_SECRET: Final = 32
 _BASE32: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _HEADER_SIZE: Final = 3  # length u16 + its check byte
 _CRC_SIZE: Final = 2
@@ -120,6 +122,8 @@ class Invite:
     token: str  # the canonical text: "HIVE1-" and upper-case base32
     last_step: int | None = None  # the collaborative step at which the run ends; None: no planned end
     local_steps: int | None = None  # the low-communication mode's local steps; None: synchronous
+    #: What admits a peer to a closed run: volunteers present it to the host (None: an open run).
+    join_secret: bytes | None = field(default=None, repr=False)
 
     @property
     def fingerprint(self) -> str:
@@ -143,6 +147,8 @@ class Invite:
             peers=tuple(self.peers),
             last_step=self.last_step,
             local_steps=self.local_steps,
+            organizer_key=self.organizer_key.hex(),
+            join_secret=self.join_secret.hex() if self.join_secret else None,
         )
 
 
@@ -175,6 +181,7 @@ def invite_for(
         expires=expires,
         last_step=spec.last_step,
         local_steps=spec.local_steps,
+        join_secret=bytes.fromhex(spec.join_secret) if spec.join_secret else None,
     )
 
 
@@ -190,18 +197,20 @@ def make_invite(
     expires: datetime | timedelta,
     last_step: int | None = None,
     local_steps: int | None = None,
+    join_secret: bytes | None = None,
 ) -> Invite:
     """A signed invite; InviteError (reason ``"invalid"``) names the argument that cannot be carried.
 
     ``expires`` is a moment (a naive one is local time) or a duration from now; it is kept to the
     second. ``hparams`` are the recipe's hyperparameters that differ from its defaults (JSON values).
     ``last_step``, when given, is the collaborative step at which volunteers stop: the run is finished.
-    ``local_steps``, when given, makes the run use the low-communication mode.
+    ``local_steps``, when given, makes the run use the low-communication mode. ``join_secret``, when
+    given, closes the run: only peers that present it to the host are admitted.
     """
     from hiveling.core.swarm.peers import PeerAddressError, check_multiaddr
 
     now = datetime.now(UTC)
-    _check_carried(run_name, recipe, recipe_version, target_batch_size, last_step, local_steps)
+    _check_carried(run_name, recipe, recipe_version, target_batch_size, last_step, local_steps, join_secret)
     if not all(isinstance(name, str) for name in hparams):
         raise InviteError(INVALID, "hyperparameter names must be texts")
     try:
@@ -244,6 +253,7 @@ def make_invite(
         peers=tuple(unique_peers),
         last_step=last_step,
         local_steps=local_steps,
+        join_secret=join_secret,
     )
     payload = invitewire.encode(fields)
     signature = key.sign(_signed_message(FORMAT_VERSION, payload))
@@ -297,6 +307,7 @@ def parse_invite(
             fields.target_batch_size,
             fields.last_step,
             fields.local_steps,
+            fields.join_secret,
         )
         _check_finite(hparams)
     except InviteError as error:
@@ -343,6 +354,7 @@ def _invite(fields: invitewire.Fields, hparams: dict[str, Any], peers: tuple[str
         token=token,
         last_step=fields.last_step,
         local_steps=fields.local_steps,
+        join_secret=fields.join_secret,
     )
 
 
@@ -384,8 +396,13 @@ def _check_carried(
     target_batch_size: int,
     last_step: int | None,
     local_steps: int | None,
+    join_secret: bytes | None = None,
 ) -> None:
     """The limits of what an invite carries, the same when made and when read (InviteError INVALID)."""
+    if join_secret is not None and not MIN_JOIN_SECRET <= len(join_secret) <= MAX_JOIN_SECRET:
+        raise InviteError(
+            INVALID, f"a join secret has {MIN_JOIN_SECRET} to {MAX_JOIN_SECRET} bytes, not {len(join_secret)}"
+        )
     for what, value in (("run name", run_name), ("recipe", recipe), ("recipe version", recipe_version)):
         _check_name(what, value)
     if isinstance(target_batch_size, bool) or not isinstance(target_batch_size, int):

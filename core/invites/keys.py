@@ -135,6 +135,12 @@ class OrganizerKey:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
+    def private_bytes(self) -> bytes:
+        """The raw private key, for the host's worker, which signs its run's admission tokens."""
+        return self._private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+
     @property
     def fingerprint(self) -> str:
         return fingerprint_of(self.public_bytes)
@@ -144,3 +150,19 @@ class OrganizerKey:
 
     def __repr__(self) -> str:
         return f"OrganizerKey({self.fingerprint})"
+
+
+def load_or_create_secret(path: Path, size: int = 16) -> bytes:
+    """A run's join secret, kept beside the organizer key (mode 0600) so a restarted host's invite is
+    the same; created on first use."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise OrganizerKeyError(f"{path} is damaged: delete it to close the run with a new invite") from None
+    secret = os.urandom(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(secret.hex() + "\n")
+    return secret

@@ -5,6 +5,8 @@ Layout (``str`` is a varint length and UTF-8, ``varint`` is unsigned LEB128)::
     organizer key (32) | run id (10) | expires u32 (Unix seconds) | target batch size varint |
     run name str | recipe str | recipe version str | hyperparameters str (JSON) |
     peer count varint | peers... | last step varint (optional; 0 or absent: no end) |
+    local steps varint (optional; 0 or absent: synchronous) | join secret (optional; a length varint
+    and its bytes: absent, the run is open to anyone who knows its peers) |
     fields added by later clients (ignored)
 
 A peer is a component count and that many components of a multiaddr, each a tag and its value in
@@ -47,6 +49,7 @@ class Fields:
     peers: tuple[str, ...]
     last_step: int | None = None
     local_steps: int | None = None
+    join_secret: bytes | None = None
 
 
 def encode(fields: Fields) -> bytes:
@@ -62,10 +65,13 @@ def encode(fields: Fields) -> bytes:
         out += _encode_peer(peer, seen)
     # Trailing fields are written only when set (0 stands for "not set" before a later one):
     # invites that use neither keep their bytes.
-    if fields.last_step or fields.local_steps:
+    if fields.last_step or fields.local_steps or fields.join_secret:
         _put_varint(out, fields.last_step or 0)
-    if fields.local_steps:
-        _put_varint(out, fields.local_steps)
+    if fields.local_steps or fields.join_secret:
+        _put_varint(out, fields.local_steps or 0)
+    if fields.join_secret:
+        _put_varint(out, len(fields.join_secret))
+        out += fields.join_secret
     return bytes(out)
 
 
@@ -83,9 +89,10 @@ def decode(data: bytes) -> Fields:
     peers = tuple(_decode_peer(reader, seen) for _ in range(count))
     last_step = (reader.varint() or None) if reader.pos < len(data) else None
     local_steps = (reader.varint() or None) if reader.pos < len(data) else None
+    join_secret = reader.take(reader.varint()) or None if reader.pos < len(data) else None
     return Fields(
         key, run_id, expires, target_batch_size, run_name, recipe, recipe_version, hparams_json, peers,
-        last_step, local_steps,
+        last_step, local_steps, join_secret,
     )  # fmt: skip
 
 

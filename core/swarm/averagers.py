@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, AsyncIterator  # noqa: UP035 (hivemind reads typing's AsyncIterator, not abc's)
 
 import torch
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.allreduce import AllreduceException
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.state_averager import TrainingStateAverager
+from hivemind.p2p import P2PContext
+from hivemind.proto import averaging_pb2
+
+from hiveling.core.swarm.admission import Admission, Gate
 
 _FINGERPRINT_TOLERANCE = 1e-6
 
@@ -36,6 +40,49 @@ class LockedSends:
 #: The round a task of the averager's process runs: a task's context is its own, and hivemind awaits
 #: the all-reduce in tasks created from it, which inherit it.
 _ROUND: contextvars.ContextVar[Any] = contextvars.ContextVar("hiveling_round")
+
+
+class AdmittedCallers:
+    """In a closed run (``admission`` given), serves group joins, parts of averages and state downloads
+    only to callers that show a token of the run for their own peer id (:class:`admission.Gate`).
+
+    hivemind finds an averager's handlers, and their message types, from these methods' annotations.
+    """
+
+    _p2p: Any
+
+    def __init__(self, *args: Any, admission: Admission | None = None, **kwargs: Any) -> None:
+        self._gate = Gate(admission) if admission is not None else None
+        super().__init__(*args, **kwargs)
+
+    async def _admits(self, context: P2PContext) -> bool:
+        return self._gate is None or await self._gate.admits(self._p2p, context.remote_id)
+
+    async def rpc_join_group(
+        self, request: averaging_pb2.JoinRequest, context: P2PContext
+    ) -> AsyncIterator[averaging_pb2.MessageFromLeader]:
+        if not await self._admits(context):
+            yield averaging_pb2.MessageFromLeader(code=averaging_pb2.PROTOCOL_VIOLATION)
+            return
+        async for answer in super().rpc_join_group(request, context):  # type: ignore[misc]
+            yield answer
+
+    async def rpc_aggregate_part(
+        self, stream: AsyncIterator[averaging_pb2.AveragingData], context: P2PContext
+    ) -> AsyncIterator[averaging_pb2.AveragingData]:
+        if not await self._admits(context):
+            yield averaging_pb2.AveragingData(code=averaging_pb2.PROTOCOL_VIOLATION)
+            return
+        async for answer in super().rpc_aggregate_part(stream, context):  # type: ignore[misc]
+            yield answer
+
+    async def rpc_download_state(
+        self, request: averaging_pb2.DownloadRequest, context: P2PContext
+    ) -> AsyncIterator[averaging_pb2.DownloadData]:
+        if not await self._admits(context):
+            return
+        async for answer in super().rpc_download_state(request, context):  # type: ignore[misc]
+            yield answer
 
 
 class WholeRounds:
@@ -95,7 +142,7 @@ class GroupSizeMixin:
         self._matchmaking.target_group_size = size
 
 
-class SizedGradientAverager(WholeRounds, GroupSizeMixin, GradientAverager):  # type: ignore[misc]
+class SizedGradientAverager(AdmittedCallers, WholeRounds, GroupSizeMixin, GradientAverager):  # type: ignore[misc]
     """Sends a fingerprint of this peer's parameters and its step with every round, so peers can tell
     they differ and which of them is behind."""
 
@@ -151,7 +198,7 @@ class _ServedEpoch(DecentralizedAverager):  # type: ignore[misc]
         return loaded
 
 
-class SizedStateAverager(WholeRounds, GroupSizeMixin, TrainingStateAverager, _ServedEpoch):  # type: ignore[misc]
+class SizedStateAverager(AdmittedCallers, WholeRounds, GroupSizeMixin, TrainingStateAverager, _ServedEpoch):  # type: ignore[misc]
     """Serves its state labelled with the step whose update the parameters actually contain.
 
     hivemind increments the epoch before the optimizer step runs (in a background executor), so a

@@ -25,7 +25,7 @@ from hivemind.proto import averaging_pb2
 from hivemind.utils import get_dht_time
 from hivemind.utils.asyncio import amap_in_executor, as_aiter, azip
 
-from hiveling.core.swarm.averagers import GroupSizeMixin, WholeRounds
+from hiveling.core.swarm.averagers import AdmittedCallers, GroupSizeMixin, WholeRounds
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _unpack_part(message: Any) -> tuple[torch.Tensor, float, Any]:
     return deserialize_torch_tensor(message.tensor_part), message.weight, message.tensor_part.compression
 
 
-class DeltaAverager(WholeRounds, GroupSizeMixin, DecentralizedAverager):  # type: ignore[misc]
+class DeltaAverager(AdmittedCallers, WholeRounds, GroupSizeMixin, DecentralizedAverager):  # type: ignore[misc]
     """Averages the peers' parameter changes; serves the state the optimizer gives it to newcomers.
 
     Args:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -100,7 +101,11 @@ class CollaborativeOptimizer(OverlappedSteps):
     def __init__(self, *, overlap_averaging: bool = False, **kwargs: Any) -> None:
         self.overlap_averaging = overlap_averaging
         if not kwargs.get("use_local_updates", False):
-            kwargs.setdefault("grad_averager_factory", SizedGradientAverager)
+            # hivemind hands averager_opts to the state averager only: the gradient one gets its gate here.
+            admission = (kwargs.get("averager_opts") or {}).get("admission")
+            kwargs.setdefault(
+                "grad_averager_factory", functools.partial(SizedGradientAverager, admission=admission)
+            )
         super().__init__(**kwargs)
         if isinstance(self.state_averager, SizedStateAverager):
             self.state_averager.update_landing = self.update_landing

@@ -33,12 +33,17 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
     from hivemind.compression import CompressionBase
 
+    from hiveling.core.swarm.admission import Admission, Renewal
     from hiveling.core.swarm.localsteps import LocalStepsOptimizer
 
 log = logging.getLogger(__name__)
 
 TARGET_BATCH_SIZE_ENV = "TARGET_BATCH_SIZE"
 DEFAULT_HOST_MADDRS = ("/ip4/0.0.0.0/tcp/0",)
+
+
+class NotAdmitted(RuntimeError):
+    """The run's host refused this peer (a closed run, and no current invite)."""
 
 
 class HivemindStrategy(Strategy):
@@ -114,6 +119,9 @@ class HivemindStrategy(Strategy):
         delta_compression: How parameter changes travel in the low-communication mode; fp16 when
             omitted (``hivemind.NoCompression()`` for fp32).
         verbose: Log hivemind's progress messages at INFO.
+        admission: Closes the run to peers without its credentials (see ``hiveling.core.swarm.admission``):
+            this peer gets a token from the organizer's host among ``initial_peers`` before it joins,
+            and its DHT and averagers serve only peers that show one. Hiveling's invites carry it.
     """
 
     strategy_name = "hivemind"
@@ -152,6 +160,7 @@ class HivemindStrategy(Strategy):
         outer_momentum: float = 0.9,
         delta_compression: CompressionBase | None = None,
         verbose: bool = False,
+        admission: Admission | None = None,
         accelerator: pl.accelerators.Accelerator | None = None,
         precision_plugin: pl.plugins.Precision | None = None,
     ) -> None:
@@ -228,6 +237,10 @@ class HivemindStrategy(Strategy):
             client_mode=client_mode,
             verbose=verbose,
         )
+        self._admission = admission
+        self._renewal: Renewal | None = None
+        if admission is not None:
+            self._optimizer_kwargs["averager_opts"]["admission"] = admission
         if grad_compression is not None:
             self._optimizer_kwargs["grad_compression"] = grad_compression
         if state_averaging_compression is not None:
@@ -377,6 +390,8 @@ class HivemindStrategy(Strategy):
                 optimizer, self._hivemind_optimizer = self._hivemind_optimizer, None
                 optimizer.shutdown()
         finally:
+            if self._renewal is not None:
+                self._renewal.stop()
             if self.dht is not None:
                 dht, self.dht = self.dht, None
                 dht.shutdown()
@@ -412,6 +427,9 @@ class HivemindStrategy(Strategy):
         attempts = _JOIN_ATTEMPTS if self._initial_peers else 1
         for attempt in range(1, attempts + 1):
             try:
+                if self._admission is not None:
+                    self._start_admitted_dht()
+                    return
                 # hivemind's DHT process sleeps 3 s after a request it could not unpickle, which happens
                 # at every shutdown (the averagers' last requests outlive their processes): do not wait.
                 self.dht = hivemind.DHT(
@@ -419,6 +437,8 @@ class HivemindStrategy(Strategy):
                 )
                 return
             except Exception as e:
+                if type(e).__name__ == "AdmissionRefused":  # refused: asking again changes nothing
+                    raise NotAdmitted(str(e)) from None
                 if not self._initial_peers:
                     raise RuntimeError(
                         f"Could not start hivemind networking ({e}); check host_maddrs and announce_maddrs."
@@ -433,6 +453,34 @@ class HivemindStrategy(Strategy):
                 # "can't access this node". A moment later it usually can.
                 log.warning("Joining failed (%s); trying again (%d of %d)", e, attempt + 1, attempts)
                 time.sleep(_JOIN_RETRY_SECONDS * attempt)
+
+    def _start_admitted_dht(self) -> None:
+        """A DHT that speaks only with token holders, joined once this peer holds a token: the token
+        names the peer id, so it is asked for through the DHT's own daemon, before any DHT request."""
+        import hivemind
+        from hivemind.utils.crypto import RSAPrivateKey
+
+        from hiveling.core.swarm.admission import Renewal, RunAuthorizer, join
+
+        assert self._admission is not None
+        key = RSAPrivateKey()
+        kwargs = {**self._dht_kwargs, "check_if_identity_free": False}  # no peers to ask yet
+        dht = hivemind.DHT(
+            initial_peers=[],
+            start=True,
+            shutdown_timeout=1.0,
+            authorizer=RunAuthorizer(self._admission, key),
+            **kwargs,
+        )
+        try:
+            token = join(dht, self._admission, key, self._initial_peers)
+        except BaseException:
+            dht.shutdown()
+            raise
+        self.dht = dht
+        if token is not None:
+            self._renewal = Renewal(dht, self._admission, token, self._initial_peers)
+            self._renewal.start()
 
     def _check_optimizers(self) -> None:
         if len(self.optimizers) != 1:

@@ -18,6 +18,7 @@ class WorkerOptions:
     invite: str | None = None
     run_spec: RunSpec | None = None  # the host's own worker trains without an invite
     role: str = "volunteer"
+    organizer_key: str | None = None  # the key file: the host's worker signs admission tokens
     device: str = "auto"
     batch_size: int | None = None
     memory_cap_gb: float | None = None
@@ -51,6 +52,8 @@ def worker_command(options: WorkerOptions, executable: list[str] | None = None) 
     else:
         raise ValueError("WorkerOptions needs an invite or a run_spec")
     cmd += ["--role", options.role, "--device", options.device]
+    if options.organizer_key is not None:
+        cmd += ["--organizer-key", options.organizer_key]
     for flag, value in (
         ("--batch-size", options.batch_size),
         ("--memory-cap-gb", options.memory_cap_gb),

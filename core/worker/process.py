@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--invite", help="the run's invite")
     source.add_argument("--run-spec", help="the run as JSON (the host's own worker)")
     parser.add_argument("--role", choices=("volunteer", "host"), default="volunteer")
+    parser.add_argument("--organizer-key", default=None, help="the organizer key file (the host)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--memory-cap-gb", type=float, default=None)
@@ -182,6 +183,7 @@ class Worker:
             strategy_options={"check_if_identity_free": False, **json.loads(self.args.options)},
             watch_host=[] if self.args.role == "host" else host_peer_ids(spec.peers),
             energy=energy,
+            signing_key=self._signing_key(),
         )
 
         def hello(strategy: Any) -> None:
@@ -214,6 +216,7 @@ class Worker:
         """One session; on out-of-memory, retries with a smaller batch instead of crashing."""
         from hiveling.core.machine.devices import is_out_of_memory, reduce_after_oom
         from hiveling.core.swarm.optimizer import NonFiniteTraining
+        from hiveling.core.swarm.strategy import NotAdmitted
 
         while True:
             try:
@@ -230,6 +233,8 @@ class Worker:
                 )
             except NonFiniteTraining as error:
                 raise WorkerError("non_finite", f"This peer stopped: {error}") from error
+            except NotAdmitted as error:
+                raise WorkerError("not_admitted", str(error)) from None
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
@@ -303,6 +308,16 @@ class Worker:
         limits = Limits(self.args.temperature_limit, watts, self.args.daily_energy_wh)
         self._watch = EnergyWatch(meter, limits, share, previous_wh)
         return self._watch
+
+    def _signing_key(self) -> bytes | None:
+        if self.args.organizer_key is None:
+            return None
+        from hiveling.core.invites.keys import OrganizerKey, OrganizerKeyError
+
+        try:
+            return OrganizerKey.load(Path(self.args.organizer_key)).private_bytes()
+        except (OrganizerKeyError, OSError) as error:
+            raise WorkerError("bad_setting", f"The organizer key cannot be read: {error}") from None
 
     def _load_spec(self) -> RunSpec:
         if self.args.run_spec is not None:

@@ -117,6 +117,8 @@ class SessionConfig:
     watch_host: list[str] = field(default_factory=list)
     #: The energy meter and governor (None: energy is not measured, as in tests of other things).
     energy: EnergyWatch | None = None
+    #: The organizer's raw private key: the host's worker signs the run's admission tokens.
+    signing_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -157,6 +159,21 @@ class Totals:
 Emit = Callable[[Event], None]
 
 
+def admission_for(config: SessionConfig) -> Any:
+    """A closed run's credentials for the strategy; None for an open run (an invite without a secret)."""
+    spec = config.spec
+    if not spec.join_secret or not spec.organizer_key:
+        return None
+    from hiveling.core.swarm.admission import Admission
+
+    return Admission(
+        run_id=spec.run_id,
+        organizer_key=bytes.fromhex(spec.organizer_key),
+        join_secret=bytes.fromhex(spec.join_secret),
+        signing_key=config.signing_key,
+    )
+
+
 def run_session(
     config: SessionConfig,
     module: pl.LightningModule,
@@ -186,6 +203,7 @@ def run_session(
         announce_maddrs=config.announce_maddrs,
         identity_path=config.identity_path,
         local_steps=config.spec.local_steps,
+        admission=admission_for(config),
         **config.strategy_options,
     )
     reporter = Reporter(config, strategy, controls, totals, emit, on_hello, on_totals, evaluate)

@@ -110,6 +110,7 @@ def fields_of(invite: Invite, **changes: Any) -> invitewire.Fields:
         "peers": invite.peers,
         "last_step": invite.last_step,
         "local_steps": invite.local_steps,
+        "join_secret": invite.join_secret,
     }
     values.update(changes)
     return invitewire.Fields(**values)
@@ -310,18 +311,20 @@ def test_a_signed_payload_this_client_cannot_read_is_corrupted() -> None:
 
 def test_fields_a_later_client_appends_are_ignored() -> None:
     for invite, unset in (
-        (make(), b"\x00\x00"),
-        (make(last_step=7), b"\x00"),
-        (make(local_steps=50), b""),
+        (make(), b"\x00\x00\x00"),
+        (make(last_step=7), b"\x00\x00"),
+        (make(local_steps=50), b"\x00"),
+        (make(join_secret=b"s" * 16), b""),
     ):
-        # After the peers come the last step and the local steps (0: none), then whatever later
-        # clients add.
+        # After the peers come the last step, the local steps and the join secret's length (0: none),
+        # then whatever later clients add.
         longer = invitewire.encode(fields_of(invite)) + unset + b"\x07later"
         parsed = parse(signed(KEY, longer))
         assert parsed.run_id == invite.run_id
         assert parsed.peers == invite.peers
         assert parsed.last_step == invite.last_step
         assert parsed.local_steps == invite.local_steps
+        assert parsed.join_secret == invite.join_secret
 
 
 def test_a_low_communication_run_carries_its_local_steps_to_the_worker() -> None:

@@ -57,6 +57,8 @@ class PeerConfig:
     # Go on until this many peers were seen together, and for `steps` steps from then (or 120 s have
     # passed): a newcomer that starts slowly still finds the run going, and trains with it.
     end_with_peers: int = 1
+    # A closed run: run_id, organizer_key, join_secret and (the host) signing_key, in hex.
+    admission: dict[str, str] | None = None
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -117,6 +119,17 @@ def run_peer(config: PeerConfig) -> None:
 
     options: dict[str, Any] = {"host_maddrs": [LOOPBACK], "matchmaking_time": 2.0, "averaging_timeout": 10.0}
     options.update(config.strategy)
+    if config.admission is not None:  # hex strings, as JSON carries them
+        from hiveling.core.swarm.admission import Admission
+
+        options["admission"] = Admission(
+            run_id=config.admission["run_id"],
+            organizer_key=bytes.fromhex(config.admission["organizer_key"]),
+            join_secret=bytes.fromhex(config.admission["join_secret"]),
+            signing_key=bytes.fromhex(config.admission["signing_key"])
+            if config.admission.get("signing_key")
+            else None,
+        )
     if config.grad_compression is not None:
         from hivemind.compression import Float16Compression, Uniform8BitQuantization
 
