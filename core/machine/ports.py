@@ -73,7 +73,9 @@ def _command(proc: Path, pid: int) -> str:
         raw = (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return ""
-    return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:300]
+    return (
+        raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()[:4096]
+    )  # a run spec comes before the role
 
 
 def _parent(proc: Path, pid: int) -> int:

@@ -397,6 +397,7 @@ def test_a_run_with_a_last_step_finishes_for_its_volunteers(host: tuple[Cli, str
         peers=invite.peers,
         expires=timedelta(days=1),
         last_step=now + END_AHEAD,
+        join_secret=invite.join_secret,
     )
     assert bounded.run_id == invite.run_id
     volunteer = Cli(
