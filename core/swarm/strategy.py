@@ -447,7 +447,8 @@ class HivemindStrategy(Strategy):
                     raise RuntimeError(
                         f"Could not join through {', '.join(self._initial_peers)}: {e}. Check that the "
                         "address was copied whole and that the peer printing it is still running and "
-                        "reachable."
+                        "reachable (a Hiveling run closed to other peers: that the invite is its current "
+                        "one)."
                     ) from None
                 # On a busy machine the peer's check that it can reach this one back (3 s) times out:
                 # "can't access this node". A moment later it usually can.
