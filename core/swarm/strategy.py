@@ -424,6 +424,8 @@ class HivemindStrategy(Strategy):
             return
         import hivemind
 
+        from hiveling.core.swarm.admission import AdmissionRefused
+
         attempts = _JOIN_ATTEMPTS if self._initial_peers else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -437,7 +439,7 @@ class HivemindStrategy(Strategy):
                 )
                 return
             except Exception as e:
-                if type(e).__name__ == "AdmissionRefused":  # refused: asking again changes nothing
+                if isinstance(e, AdmissionRefused):  # refused: asking again changes nothing
                     raise NotAdmitted(str(e)) from None
                 if not self._initial_peers:
                     raise RuntimeError(
